@@ -1,0 +1,1 @@
+"""Data sources and the raw writer: everything that lands data in the warehouse's raw layer."""

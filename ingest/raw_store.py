@@ -1,0 +1,377 @@
+"""The raw writer: one connection, Arrow batches, lossless and idempotent.
+
+Every write of klines classifies each incoming row against the latest stored revision of its
+(symbol, interval, open_time): new rows are inserted as revision 1, changed values become the next
+revision, identical rows are counted as unchanged and not stored again. The toxic guard runs here
+because it needs the previously stored close.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest.raw_schema import ensure_raw_schema
+from ingest.records import REJECT_SCHEMA, make_rejects
+
+# A close-to-close move of 500 % or more (a factor of 6 either way) is a toxic print.
+TOXIC_FACTOR = 6.0
+KLINE_VALUE_COLUMNS = (
+    "close_time, open, high, low, close, volume, quote_volume, trade_count, "
+    "taker_buy_base_volume, taker_buy_quote_volume"
+)
+SYMBOL_VALUE_COLUMNS = (
+    "status, base_asset, quote_asset, tick_size, step_size, min_qty, listed_at, delisted_at"
+)
+SYMBOL_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("exchange", pa.string()),
+        ("status", pa.string()),
+        ("base_asset", pa.string()),
+        ("quote_asset", pa.string()),
+        ("tick_size", pa.float64()),
+        ("step_size", pa.float64()),
+        ("min_qty", pa.float64()),
+        ("listed_at", pa.timestamp("us")),
+        ("delisted_at", pa.timestamp("us")),
+    ]
+)
+
+
+def utc_now() -> datetime:
+    """Naive UTC now: the warehouse stores UTC timestamps without a zone."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class WriteCounts:
+    inserted: int = 0
+    revised: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+
+    def add(self, other: WriteCounts) -> None:
+        self.inserted += other.inserted
+        self.revised += other.revised
+        self.unchanged += other.unchanged
+        self.rejected += other.rejected
+
+
+@dataclass
+class BatchStats:
+    files_read: int = 0
+    files_skipped: int = 0
+    files_rejected: int = 0
+    rows_read: int = 0
+    symbols_skipped_fresh: int = 0
+    rows: WriteCounts = field(default_factory=WriteCounts)
+
+
+def toxic_mask(keys: np.ndarray, closes: np.ndarray, prior_close: dict[str, float]) -> np.ndarray:
+    """Rows (sorted by key, then time) whose close moved by a factor >= 6 from the last kept close.
+
+    The comparison is with the last *accepted* close, so a one-bar spike is rejected and the bar
+    after it, compared with the close before the spike, is kept.
+    """
+    toxic = np.zeros(len(closes), dtype=bool)
+    if len(closes) == 0:
+        return toxic
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    previous = np.r_[np.nan, closes[:-1]]
+    previous[starts] = [prior_close.get(keys[s], np.nan) for s in starts]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        suspect = np.abs(np.log(closes / previous)) >= math.log(TOXIC_FACTOR)
+    if not suspect.any():
+        return toxic
+    ends = np.r_[starts[1:], len(closes)]
+    for start, end in zip(starts, ends, strict=True):
+        if not suspect[start:end].any():
+            continue
+        last = prior_close.get(keys[start], np.nan)
+        for row in range(start, end):
+            ratio = closes[row] / last if np.isfinite(last) else 1.0
+            if ratio >= TOXIC_FACTOR or ratio <= 1.0 / TOXIC_FACTOR:
+                toxic[row] = True
+            else:
+                last = closes[row]
+    return toxic
+
+
+class RawStore:
+    """Writes to the raw layer through one DuckDB connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        ensure_raw_schema(con)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("begin transaction")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("rollback")
+            raise
+        self.con.execute("commit")
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def start_batch(self, source: str, parameters: dict[str, object]) -> int:
+        batch_id = self.con.execute("select nextval('raw.load_batch_seq')").fetchone()[0]
+        self.con.execute(
+            "insert into raw.load_batches (batch_id, source, parameters, started_at, status) "
+            "values (?, ?, ?, ?, 'running')",
+            [batch_id, source, json.dumps(parameters, default=str), utc_now()],
+        )
+        return int(batch_id)
+
+    def finish_batch(
+        self, batch_id: int, stats: BatchStats, status: str, error: str | None = None
+    ) -> None:
+        self.con.execute(
+            """
+            update raw.load_batches set finished_at = ?, status = ?, files_read = ?,
+                files_skipped = ?, files_rejected = ?, rows_read = ?, rows_inserted = ?,
+                rows_revised = ?, rows_unchanged = ?, rows_rejected = ?,
+                symbols_skipped_fresh = ?, error = ?
+            where batch_id = ?
+            """,
+            [
+                utc_now(),
+                status,
+                stats.files_read,
+                stats.files_skipped,
+                stats.files_rejected,
+                stats.rows_read,
+                stats.rows.inserted,
+                stats.rows.revised,
+                stats.rows.unchanged,
+                stats.rows.rejected,
+                stats.symbols_skipped_fresh,
+                error,
+                batch_id,
+            ],
+        )
+
+    # -- files -------------------------------------------------------------------------------
+
+    def loaded_checksum(self, source: str, file_key: str) -> str | None:
+        """Checksum of the last successful load of a file, or None."""
+        row = self.con.execute(
+            "select checksum from raw.loaded_files where source = ? and file_key = ? "
+            "and status = 'loaded' order by loaded_at desc limit 1",
+            [source, file_key],
+        ).fetchone()
+        return row[0] if row else None
+
+    def record_file(
+        self,
+        batch_id: int,
+        source: str,
+        file_key: str,
+        *,
+        checksum: str | None,
+        status: str,
+        rows_read: int = 0,
+        reason: str | None = None,
+    ) -> None:
+        self.con.execute(
+            "insert into raw.loaded_files values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [source, file_key, checksum, status, reason, rows_read, batch_id, utc_now()],
+        )
+
+    # -- rejects -----------------------------------------------------------------------------
+
+    def write_rejects(
+        self, batch_id: int, source: str, source_file: str | None, rejects: pa.Table
+    ) -> int:
+        if rejects.num_rows == 0:
+            return 0
+        self.con.register("rejected_rows", rejects.select(REJECT_SCHEMA.names))
+        # The same bad row read again (a reload of the same data) is not recorded twice.
+        self.con.execute(
+            """
+            insert into raw.rejects
+            select ?, ?, ?, n.source_row, n.symbol, n.interval, n.raw_row, n.reason, ?
+            from rejected_rows as n
+            where not exists (
+                select 1 from raw.rejects as r
+                where r.source = ? and r.source_file is not distinct from ?
+                    and r.raw_row = n.raw_row and r.reason = n.reason
+            )
+            """,
+            [batch_id, source, source_file, utc_now(), source, source_file],
+        )
+        self.con.unregister("rejected_rows")
+        return rejects.num_rows
+
+    # -- klines ------------------------------------------------------------------------------
+
+    def _prior_closes(self, valid: pa.Table) -> dict[str, float]:
+        """Latest stored close before each (symbol, interval)'s first incoming bar."""
+        firsts = valid.group_by(["symbol", "interval"]).aggregate([("open_time", "min")])
+        self.con.register("firsts", firsts)
+        rows = self.con.execute(
+            """
+            select f.symbol || '|' || f.interval, max_by(k.close, k.open_time)
+            from firsts as f
+            join (
+                select symbol, interval, open_time, max_by(close, revision) as close
+                from raw.klines
+                where symbol in (select symbol from firsts)
+                group by all
+            ) as k
+                on k.symbol = f.symbol and k.interval = f.interval
+                and k.open_time < f.open_time_min
+            group by all
+            """
+        ).fetchall()
+        self.con.unregister("firsts")
+        return dict(rows)
+
+    def _split_toxic(self, valid: pa.Table) -> tuple[pa.Table, pa.Table]:
+        ordered = valid.sort_by(
+            [("symbol", "ascending"), ("interval", "ascending"), ("open_time", "ascending")]
+        )
+        keys = pc.binary_join_element_wise(
+            ordered.column("symbol"), ordered.column("interval"), "|"
+        ).to_numpy(zero_copy_only=False)
+        closes = ordered.column("close").to_numpy()
+        toxic = toxic_mask(keys, closes, self._prior_closes(ordered) if len(closes) else {})
+        if not toxic.any():
+            return ordered, REJECT_SCHEMA.empty_table()
+        bad = ordered.filter(pa.array(toxic))
+        rejects = make_rejects(
+            bad.column("source_row").to_pylist(),
+            bad.column("symbol").to_pylist(),
+            bad.column("interval").to_pylist(),
+            [json.dumps(r, default=str) for r in bad.drop_columns(["source_row"]).to_pylist()],
+            ["toxic print: close moved 500 % or more from the previous kept close"] * bad.num_rows,
+        )
+        return ordered.filter(pa.array(~toxic)), rejects
+
+    def write_klines(
+        self,
+        batch_id: int,
+        source: str,
+        valid: pa.Table,
+        *,
+        source_file: str | None = None,
+        checksum: str | None = None,
+    ) -> WriteCounts:
+        """Store validated klines (`records.KLINE_SCHEMA`); toxic rows become rejects."""
+        kept, toxic = self._split_toxic(valid)
+        counts = WriteCounts(rejected=self.write_rejects(batch_id, source, source_file, toxic))
+        if kept.num_rows == 0:
+            return counts
+        bounds = pc.min_max(kept.column("open_time"))
+        counts_new = self._store_revisions(
+            kept,
+            target="raw.klines",
+            key="symbol, interval, open_time",
+            values=KLINE_VALUE_COLUMNS,
+            current_filter="open_time between ? and ? and symbol in (select symbol from incoming)",
+            filter_params=[bounds["min"].as_py(), bounds["max"].as_py()],
+            audit_values=[source, batch_id, utc_now(), source_file, checksum],
+        )
+        counts.inserted, counts.revised, counts.unchanged = (
+            counts_new.inserted,
+            counts_new.revised,
+            counts_new.unchanged,
+        )
+        return counts
+
+    def _store_revisions(
+        self,
+        incoming: pa.Table,
+        *,
+        target: str,
+        key: str,
+        values: str,
+        current_filter: str,
+        filter_params: list[object],
+        audit_values: list[object],
+    ) -> WriteCounts:
+        """Insert rows whose values differ from their key's latest revision; count each kind."""
+        self.con.register("incoming", incoming)
+        self.con.execute(
+            f"""
+            create or replace temp table _classified as
+            with fresh as (
+                select *, hash({values}) as value_hash from incoming
+            ),
+            current_rev as (
+                select {key}, max(revision) as revision, max_by(value_hash, revision) as value_hash
+                from {target} where {current_filter} group by all
+            )
+            select f.*, c.revision as current_revision,
+                c.value_hash is not distinct from f.value_hash as is_unchanged
+            from fresh as f left join current_rev as c using ({key})
+            """,
+            filter_params,
+        )
+        audit_placeholders = ", ".join("?" for _ in audit_values)
+        self.con.execute(
+            f"""
+            insert into {target}
+            select {key}, {values}, coalesce(current_revision, 0) + 1, value_hash,
+                {audit_placeholders}
+            from _classified where not is_unchanged
+            """,
+            audit_values,
+        )
+        inserted, revised, unchanged = self.con.execute(
+            """
+            select count(*) filter (where current_revision is null),
+                count(*) filter (where current_revision is not null and not is_unchanged),
+                count(*) filter (where is_unchanged)
+            from _classified
+            """
+        ).fetchone()
+        self.con.execute("drop table _classified")
+        self.con.unregister("incoming")
+        return WriteCounts(inserted=inserted, revised=revised, unchanged=unchanged)
+
+    # -- symbols -----------------------------------------------------------------------------
+
+    def write_symbols(self, batch_id: int, source: str, symbols: pa.Table) -> WriteCounts:
+        """Store symbol metadata (`SYMBOL_SCHEMA`); a changed value becomes a new revision."""
+        return self._store_revisions(
+            symbols.select(SYMBOL_SCHEMA.names).cast(SYMBOL_SCHEMA),
+            target="raw.symbols",
+            key="symbol, exchange",
+            values=SYMBOL_VALUE_COLUMNS,
+            current_filter="true",
+            filter_params=[],
+            audit_values=[source, batch_id, utc_now()],
+        )
+
+    # -- freshness ---------------------------------------------------------------------------
+
+    def record_symbol_load(
+        self, batch_id: int, source: str, symbol: str, interval: str, rows_read: int
+    ) -> None:
+        """Note that a symbol's data from a source was fully read (the freshness record)."""
+        self.con.execute(
+            "insert into raw.symbol_loads values (?, ?, ?, ?, ?, ?)",
+            [source, symbol, interval, rows_read, batch_id, utc_now()],
+        )
+
+    def last_loaded(self, source: str, interval: str) -> dict[str, datetime]:
+        """When each symbol of a source and interval was last fully read."""
+        rows = self.con.execute(
+            "select symbol, max(loaded_at) from raw.symbol_loads "
+            "where source = ? and interval = ? group by symbol",
+            [source, interval],
+        ).fetchall()
+        return dict(rows)

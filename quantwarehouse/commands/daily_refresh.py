@@ -1,0 +1,1 @@
+"""`orchestrate.py daily-refresh` (implemented with the warehouse core)."""

@@ -1,0 +1,71 @@
+"""Shared fixtures: a temporary warehouse per test, the CLI as users run it, the real sample."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from quantwarehouse.paths import REAL_SAMPLE_DIR, REPO_ROOT
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh runtime data folder (warehouse, runs, exports) for this test only."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    monkeypatch.setenv("QWH_DATA_DIR", str(folder))
+    monkeypatch.delenv("QWH_WAREHOUSE", raising=False)
+    return folder
+
+
+@pytest.fixture
+def warehouse(data_dir: Path) -> Path:
+    return data_dir / "warehouse.duckdb"
+
+
+@pytest.fixture
+def con(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    from ingest.raw_schema import ensure_raw_schema
+
+    connection = duckdb.connect(str(warehouse))
+    ensure_raw_schema(connection)
+    yield connection
+    connection.close()
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = False, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run `python orchestrate.py ...` in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "orchestrate.py"), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"orchestrate.py {' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture
+def real_sample() -> Path:
+    """The real Binance candles in ../shared/data; skipped where ../shared is absent."""
+    if not REAL_SAMPLE_DIR.is_dir():
+        pytest.skip(
+            f"real sample not found at {REAL_SAMPLE_DIR} (../shared is not beside the "
+            "checkout, as in a user's clone)"
+        )
+    return REAL_SAMPLE_DIR

@@ -1,0 +1,123 @@
+"""The raw writer: revisions, idempotency, toxic guard and rejects on tiny explicit tables."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ingest.raw_store import RawStore, toxic_mask
+from ingest.records import CANDIDATE_SCHEMA, validate_candidates
+
+DAY_MS = 86_400_000
+T0_MS = 1_600_000_000_000 - 1_600_000_000_000 % DAY_MS
+
+
+def candidates(
+    closes: list[float], *, t0: int = T0_MS, symbol: str = "BTCUSDT", **overrides: list
+) -> pa.Table:
+    n = len(closes)
+    columns = {
+        "symbol": [symbol] * n,
+        "interval": ["1d"] * n,
+        "open_time": [t0 + i * DAY_MS for i in range(n)],
+        "close_time": [None] * n,
+        "open": closes,
+        "high": [c * 1.1 for c in closes],
+        "low": [c * 0.9 for c in closes],
+        "close": closes,
+        "volume": [1.0] * n,
+        "quote_volume": [None] * n,
+        "trade_count": [None] * n,
+        "taker_buy_base_volume": [None] * n,
+        "taker_buy_quote_volume": [None] * n,
+        "source_row": list(range(1, n + 1)),
+    }
+    columns.update(overrides)
+    return pa.table(columns, schema=CANDIDATE_SCHEMA)
+
+
+def now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+def store_rows(store: RawStore, table: pa.Table):
+    batch = store.start_batch("test", {})
+    checked = validate_candidates(table, now_us())
+    store.write_rejects(batch, "test", None, checked.rejects)
+    return store.write_klines(batch, "test", checked.valid)
+
+
+def test_same_data_twice_inserts_nothing(con):
+    store = RawStore(con)
+    first = store_rows(store, candidates([1.0, 2.0, 3.0]))
+    second = store_rows(store, candidates([1.0, 2.0, 3.0]))
+    assert (first.inserted, first.unchanged) == (3, 0)
+    assert (second.inserted, second.revised, second.unchanged) == (0, 0, 3)
+    assert con.sql("select count(*) from raw.klines").fetchone()[0] == 3
+
+
+def test_changed_value_is_a_new_revision(con):
+    store = RawStore(con)
+    store_rows(store, candidates([1.0, 2.0, 3.0]))
+    counts = store_rows(store, candidates([1.0, 2.5, 3.0]))
+    assert (counts.inserted, counts.revised, counts.unchanged) == (0, 1, 2)
+    rows = con.sql("select close, revision from raw.klines order by open_time, revision").fetchall()
+    assert rows == [(1.0, 1), (2.0, 1), (2.5, 2), (3.0, 1)]
+
+
+def test_toxic_spike_is_rejected_and_next_bar_kept(con):
+    store = RawStore(con)
+    counts = store_rows(store, candidates([10.0, 11.0, 70.0, 12.0]))
+    assert counts.rejected == 1 and counts.inserted == 3
+    reason, raw_row = con.sql("select reason, raw_row from raw.rejects").fetchone()
+    assert "toxic" in reason and "70.0" in raw_row
+
+
+def test_toxic_guard_uses_stored_close_before_the_batch(con):
+    store = RawStore(con)
+    store_rows(store, candidates([10.0, 11.0]))
+    counts = store_rows(store, candidates([0.5], t0=T0_MS + 2 * DAY_MS))
+    assert counts.rejected == 1 and counts.inserted == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ({"open_time": [T0_MS, 12345]}, "unknown unit"),
+        ({"open_time": [T0_MS, int(time.time() * 1000) + 10 * DAY_MS]}, "future"),
+        ({"open": [1.0, 0.0]}, "open is zero or negative"),
+        ({"close": [1.0, float("nan")]}, "close is missing"),
+        ({"volume": [1.0, -1.0]}, "volume is negative"),
+        ({"open_time": [T0_MS, T0_MS]}, "duplicate"),
+        ({"close_time": [None, T0_MS]}, "not before close_time"),
+    ],
+)
+def test_rows_that_cannot_be_bars_are_rejected_with_a_reason(override, reason):
+    table = candidates([1.0, 1.0], **override)
+    checked = validate_candidates(table, now_us())
+    assert checked.valid.num_rows == 1
+    assert checked.rejects.num_rows == 1
+    assert reason in checked.rejects.column("reason")[0].as_py()
+    assert checked.rejects.column("source_row")[0].as_py() == 2
+
+
+def test_microsecond_timestamps_are_detected_per_value():
+    table = candidates([1.0, 1.0], open_time=[T0_MS, (T0_MS + DAY_MS) * 1000])
+    checked = validate_candidates(table, now_us())
+    times = checked.valid.column("open_time").cast(pa.int64()).to_pylist()
+    assert times == [T0_MS * 1000, (T0_MS + DAY_MS) * 1000]
+
+
+def test_ohlc_inconsistency_is_kept_as_received():
+    table = candidates([2.0], high=[1.0], low=[3.0])
+    checked = validate_candidates(table, now_us())
+    assert checked.valid.num_rows == 1 and checked.rejects.num_rows == 0
+
+
+def test_toxic_mask_by_hand():
+    keys = np.array(["a", "a", "a", "b", "b"])
+    closes = np.array([1.0, 7.0, 1.2, 5.0, 0.5])
+    assert toxic_mask(keys, closes, {"b": 4.0}).tolist() == [False, True, False, False, True]
