@@ -1,0 +1,32 @@
+{#
+    Incremental strategy `symbol_range`: the model's new rows replace, per partition (symbol, and
+    timeframe where the model has one), every stored row from the partition's first new row onward.
+
+    A model using it emits, for each dirty partition, all rows from its recompute start (the earliest
+    touched bar less the warm-up its windows need) to the end of the data. Config:
+      range_column    the model's time column (e.g. bar_date)
+      partition_keys  the columns of a partition (default ['symbol'])
+#}
+{% macro get_incremental_symbol_range_sql(arg_dict) %}
+    {%- set target = arg_dict['target_relation'] -%}
+    {%- set temp = arg_dict['temp_relation'] -%}
+    {%- set keys = config.get('partition_keys', ['symbol']) -%}
+    {%- set range_column = config.require('range_column') -%}
+    {%- set columns = arg_dict['dest_columns'] | map(attribute='quoted') | join(', ') -%}
+    delete from {{ target }} as existing
+    where exists (
+        select 1
+        from (
+            select {{ keys | join(', ') }}, min({{ range_column }}) as range_start
+            from {{ temp }}
+            group by {{ keys | join(', ') }}
+        ) as recomputed
+        where
+            {% for key in keys -%}
+                existing.{{ key }} = recomputed.{{ key }} and
+            {% endfor -%}
+            existing.{{ range_column }} >= recomputed.range_start
+    );
+    insert into {{ target }} ({{ columns }})
+    select {{ columns }} from {{ temp }}
+{% endmacro %}
