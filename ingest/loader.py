@@ -183,11 +183,11 @@ def run_load(
     batch_id = store.start_batch(source.name, source.parameters())
     stats = BatchStats()
     rejected_files: list[tuple[str, str]] = []
-    items, skipped = source.plan(store)
-    stats.files_skipped = sum(1 for _, why in skipped if "checksum" in why)
-    stats.symbols_skipped_fresh = sum(1 for _, why in skipped if "fresh" in why)
     status, error = "success", None
     try:
+        items, skipped = source.plan(store)
+        stats.files_skipped = sum(1 for _, why in skipped if "checksum" in why)
+        stats.symbols_skipped_fresh = sum(1 for _, why in skipped if "fresh" in why)
         for done, part in enumerate(_bounded_parallel(items, source.read, workers), start=1):
             _write_part(store, batch_id, source.name, part, stats, rejected_files)
             if progress:

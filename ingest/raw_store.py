@@ -367,6 +367,14 @@ class RawStore:
             [source, symbol, interval, rows_read, batch_id, utc_now()],
         )
 
+    def last_open_times(self, interval: str) -> dict[str, datetime]:
+        """The newest stored bar's open time per symbol at an interval, whatever its source."""
+        rows = self.con.execute(
+            "select symbol, max(open_time) from raw.klines where interval = ? group by symbol",
+            [interval],
+        ).fetchall()
+        return dict(rows)
+
     def last_loaded(self, source: str, interval: str) -> dict[str, datetime]:
         """When each symbol of a source and interval was last fully read."""
         rows = self.con.execute(

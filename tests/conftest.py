@@ -13,6 +13,9 @@ import pytest
 
 from quantwarehouse.paths import REAL_SAMPLE_DIR, REPO_ROOT
 
+# Fixtures that live in their own modules (a local Binance-format server: `binance_server`).
+pytest_plugins = ["tests.binance_server"]
+
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
