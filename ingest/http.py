@@ -68,7 +68,7 @@ def redact_url(url: str) -> str:
         (name, "***" if name.lower() in _SECRET_PARAMS else value)
         for name, value in parse_qsl(parts.query, keep_blank_values=True)
     ]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe=',[]"'), ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe=',[]"*'), ""))
 
 
 class RateGate:

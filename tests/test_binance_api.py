@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from ingest.binance_api import BinanceApiSource
-from ingest.http import RetryPolicy
+from ingest.http import HttpClient, RetryPolicy, redact_url
 from ingest.loader import LoadSummary, run_load
 from ingest.options import IngestOptions
 from ingest.raw_store import RawStore
@@ -241,3 +241,18 @@ def test_without_symbols_it_refreshes_the_symbols_already_loaded(two_symbols, co
     assert [key for key, _ in again.skipped] == []
     assert len(two_symbols.requests_to(KLINES_PATH, "ETHUSDT")) == 2
     assert two_symbols.requests_to(KLINES_PATH, "BTCUSDT") == []
+
+
+def test_urls_in_messages_carry_no_credentials():
+    url = "https://user:secret@api.example:8443/api/v3/klines?symbol=BTCUSDT&apiKey=k1&signature=s2"
+    assert redact_url(url) == (
+        "https://api.example:8443/api/v3/klines?symbol=BTCUSDT&apiKey=***&signature=***"
+    )
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap():
+    client = HttpClient(RetryPolicy(backoff_base=0.5, backoff_cap=3.0))
+    for retry, low, high in [(1, 0.25, 0.5), (2, 0.5, 1.0), (3, 1.0, 2.0), (5, 1.5, 3.0)]:
+        waits = [client.backoff(retry) for _ in range(200)]
+        assert low <= min(waits) and max(waits) <= high
+        assert max(waits) - min(waits) > (high - low) / 2  # jittered, not fixed

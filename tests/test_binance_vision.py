@@ -235,3 +235,14 @@ def test_cli_ingest_end_to_end(tmp_path, warehouse):
         assert stored(con, "BTCUSDT") == as_us(nov, "ms")
         statuses = con.sql("select status from raw.load_batches order by batch_id").fetchall()
     assert statuses == [("partial",), ("partial",)]
+
+
+def test_a_malformed_checksum_file_rejects_its_zip(tmp_path, con):
+    root = tmp_path / "archive"
+    write(root, NOV)
+    (root / NOV.checksum_relpath).write_text("not-a-digest  BTCUSDT-1d-2024-11.zip\n")
+
+    summary = load(RawStore(con), path=root)
+
+    [(key, reason)] = summary.rejected_files
+    assert key == NOV.relpath and "malformed .CHECKSUM" in reason and NOV.name in reason
