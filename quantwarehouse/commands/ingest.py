@@ -89,7 +89,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", help="synthetic preset: tiny, demo, bench or minute")
     parser.add_argument("--until", help="synthetic: generate history up to this day (YYYY-MM-DD)")
     parser.add_argument("--seed", type=int, help="synthetic: random seed (default 7)")
-    parser.add_argument("--mapping", help="files: YAML column mapping (default: Binance layout)")
+    parser.add_argument(
+        "--mapping",
+        help="files: YAML column mapping (default: the one in configs/mappings/ whose "
+        "file_pattern matches the files)",
+    )
     parser.add_argument(
         "--force",
         action="store_true",
