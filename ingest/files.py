@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from ingest.intervals import INTERVALS, check_interval
+from ingest.intervals import INTERVALS
 from ingest.loader import SourcePart, WorkItem
 from ingest.options import IngestOptions
 from ingest.raw_store import RawStore, utc_now
@@ -40,7 +40,7 @@ from ingest.records import (
     empty_rejects,
     make_rejects,
 )
-from quantwarehouse.config import REQUIRED, ConfigError, ConfigNode, load_config
+from quantwarehouse.config import REQUIRED, ConfigNode, load_config
 from quantwarehouse.paths import CONFIG_DIR
 
 SOURCE_NAME = "files"
@@ -147,25 +147,24 @@ def _parse_rule(
     if len(given) != 1:
         raise node.error(key, f"expected exactly one of {', '.join(RULE_KINDS)}, got {len(given)}")
     kind = given[0]
-    text = rule_node.value(kind, str).strip()
     if kind == "value" and key == "interval":
-        try:
-            check_interval(text, where=f"{node.path}: interval.value")
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    if kind == "value" and key == "symbol" and not text.isalnum():
-        raise rule_node.error(kind, f"{text!r} is not a symbol; expected e.g. BTCUSDT")
+        return ValueRule(value=rule_node.choice(kind, INTERVALS))
+    text = rule_node.value(kind, str).strip()
+    if kind == "value":
+        if not text.isalnum():
+            raise rule_node.error(kind, f"{text!r} is not a symbol; expected e.g. BTCUSDT")
+        return ValueRule(value=text.upper())
     if kind == "column":
         _check_declared_column(rule_node, kind, text, names)
-    if kind == "filename_group":
-        groups = sorted(pattern.groupindex) if pattern else []
-        if text not in groups:
-            raise rule_node.error(
-                kind,
-                f"group {text!r} is not a named group of file_pattern "
-                f"(named groups: {', '.join(groups) or 'none'})",
-            )
-    return ValueRule(**{kind: text.upper() if key == "symbol" and kind == "value" else text})
+        return ValueRule(column=text)
+    groups = sorted(pattern.groupindex) if pattern else []
+    if text not in groups:
+        raise rule_node.error(
+            kind,
+            f"group {text!r} is not a named group of file_pattern "
+            f"(named groups: {', '.join(groups) or 'none'})",
+        )
+    return ValueRule(filename_group=text)
 
 
 def _parse_columns(node: ConfigNode, names: tuple[str, ...]) -> dict[str, str]:
@@ -283,14 +282,15 @@ class RawRows:
 
 def _check_columns(names: list[str], mapping: ColumnMapping) -> None:
     """Every column the mapping reads is in the file, once."""
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise FileProblem(f"the header names {', '.join(map(repr, duplicated))} more than once")
     for source, key in mapping.source_columns().items():
         if source not in names:
             raise FileProblem(
                 f"column {source!r} ({key} in {mapping.name}) is not in the file; "
                 f"its columns are: {', '.join(names)}"
+            )
+        if names.count(source) > 1:
+            raise FileProblem(
+                f"the file has {names.count(source)} columns named {source!r} ({key})"
             )
 
 

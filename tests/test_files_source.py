@@ -301,6 +301,26 @@ def test_column_missing_from_the_file_rejects_the_file(con, tmp_path):
     assert load(con, folder).stats.rows.inserted == 1
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "the first line is empty; the mapping expects a header row"),
+        (
+            b"open_time_ms,open,open,high,low,close,volume\n",
+            "the file has 2 columns named 'open' (columns.open)",
+        ),
+        (SAMPLE_HEADER.encode() + b"\n1704067200000,1\xff,2,3,4,5\n", "not UTF-8 text"),
+    ],
+)
+def test_unreadable_csv_files_are_rejected_with_the_reason(con, tmp_path, content, reason):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "AAAUSDT_1d_1.csv").write_bytes(content)
+    summary = load(con, folder)
+    ((_, why),) = summary.rejected_files
+    assert why.startswith(reason), why
+
+
 BINANCE_MS_ROW = (
     "1735603200000,93576.0,95151.15,92888.0,94591.79,10373.32613,1735689599999,"
     "978226854.0,1502879,5003.79,472113497.0,0"
@@ -451,7 +471,7 @@ VALID_MAPPING = (MAPPINGS_DIR / "symbol_tf_csv.yml").read_text()
         ),
         (
             ("interval:\n  filename_group: interval", "interval: {value: 7x}"),
-            "interval.value: unknown interval '7x'; expected one of 1s",
+            "interval.value: unknown value '7x'; allowed: 1s, 1m",
         ),
         (("file_pattern: '^", "file_pattern: '(^"), "file_pattern: not a valid regular expression"),
         (("format: csv", "format: parquet"), "header: applies to csv files only"),

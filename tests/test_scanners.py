@@ -24,7 +24,10 @@ WINDOW = 4
 
 @dataclass(frozen=True)
 class Series:
-    """One symbol's daily bars ending on `end`, and its `dim_symbols` row (None: no row)."""
+    """One symbol's daily bars ending on `end`, and its `dim_symbols` row.
+
+    Without an exchange the row holds no metadata, as `dim_symbols` keeps symbols with bars only.
+    """
 
     closes: list[float]
     quote_volume: float | None = None
@@ -81,25 +84,28 @@ def build_warehouse(path: Path, universe: dict[str, Series], *, until: date = AS
         for day, c in zip(s.dates(), s.closes, strict=True)
         if day <= until
     ]
-    symbols = [
-        (
-            symbol,
-            s.exchange,
-            "TRADING",
-            symbol.removesuffix(s.quote),
-            s.quote,
-            0.01,
-            0.01,
-            0.01,
-            s.listed_at,
-            s.delisted_at,
-        )
-        for symbol, s in universe.items()
-        if s.exchange
-    ]
+    symbols = [metadata_row(symbol, s) for symbol, s in universe.items()]
     insert_rows(con, "main.bars_1d", bars)
     insert_rows(con, "main.dim_symbols", symbols)
     con.close()
+
+
+def metadata_row(symbol: str, s: Series) -> tuple:
+    if s.exchange is None:
+        return (symbol, *[None] * 9)
+    base = symbol.removesuffix(s.quote)
+    return (
+        symbol,
+        s.exchange,
+        "TRADING",
+        base,
+        s.quote,
+        0.01,
+        0.01,
+        0.01,
+        s.listed_at,
+        s.delisted_at,
+    )
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
@@ -370,6 +376,8 @@ def test_outputs_json_and_table_and_reruns_replace(wh, tmp_path):
     expected = expected_fields(UNIVERSE["CCCUSDT"], AS_OF)
     assert first["fields"] == pytest.approx({f: expected[f] for f in first["fields"]})
     assert report.outcomes[0].output == export / "run-a" / "liquid.json"
+    assert report.without_metadata == ["FFFUSDT"]
+    assert "1 symbols have bars but no exchange metadata in main.dim_symbols" in report.lines()[-1]
 
     def table() -> list[tuple]:
         with duckdb.connect(str(wh)) as con:

@@ -68,12 +68,18 @@ def latest_bar_date(con: duckdb.DuckDBPyConnection) -> date:
 
 
 def symbols_without_metadata(con: duckdb.DuckDBPyConnection, as_of: date) -> list[str]:
-    """Symbols with bars up to `as_of` but no `dim_symbols` row: outside every universe."""
+    """Symbols with bars up to `as_of` but no exchange metadata: outside every universe.
+
+    `dim_symbols` keeps such symbols with a null exchange; they may also have no row at all.
+    """
     rows = con.execute(
         f"""
         select distinct b.symbol from {BARS_TABLE} as b
         where b.bar_date <= ?
-            and not exists (select 1 from {SYMBOLS_TABLE} as s where s.symbol = b.symbol)
+            and not exists (
+                select 1 from {SYMBOLS_TABLE} as s
+                where s.symbol = b.symbol and s.exchange is not null
+            )
         order by b.symbol
         """,
         [as_of],

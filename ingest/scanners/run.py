@@ -246,7 +246,7 @@ class ScanReport:
             hidden = len(self.without_metadata) - 10
             more = f" and {hidden} more" if hidden > 0 else ""
             out.append(
-                f"  {len(self.without_metadata)} symbols have bars but no row in "
+                f"  {len(self.without_metadata)} symbols have bars but no exchange metadata in "
                 f"main.dim_symbols, so no universe holds them: {shown}{more}"
             )
         first_failure = next((o for o in self.outcomes if o.status != "ok"), None)
