@@ -16,7 +16,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from ingest.raw_store import BatchStats, RawStore
+from ingest.raw_store import BatchStats, FileRecord, RawStore, WriteCounts, with_provenance
 from ingest.records import empty_rejects, validate_candidates
 
 
@@ -112,63 +112,107 @@ def _bounded_parallel(
             yield from (future.result() for future in done)
 
 
-def _write_part(
-    store: RawStore,
-    batch_id: int,
-    source: str,
-    part: SourcePart,
-    stats: BatchStats,
-    rejected_files: list[tuple[str, str]],
-) -> None:
-    """Validate and store one part in a single transaction (with its file record)."""
-    with store.transaction():
-        if part.file_error is not None:
-            store.record_file(
-                batch_id,
-                source,
-                part.item.key,
-                checksum=part.checksum,
-                status="rejected",
-                reason=part.file_error,
-            )
-            stats.files_rejected += 1
-            rejected_files.append((part.item.key, part.file_error))
-            return
-        source_file = part.item.key if part.track_file else None
+@dataclass
+class _ValidatedPart:
+    part: SourcePart
+    valid: pa.Table | None
+    rejects: list[pa.Table]
+    rows_read: int
+
+
+class ChunkWriter:
+    """Validates parts as they arrive and writes them in chunks, one transaction per chunk.
+
+    A chunk (all its rows, rejects and file records) commits whole or not at all, so a crash never
+    leaves a file half-recorded. Chunks are bounded in rows, so memory stays flat however many
+    files a load reads.
+    """
+
+    max_rows = 1_000_000
+    max_parts = 256
+
+    def __init__(self, store: RawStore, batch_id: int, source: str, stats: BatchStats) -> None:
+        self.store = store
+        self.batch_id = batch_id
+        self.source = source
+        self.stats = stats
+        self.rejected_files: list[tuple[str, str]] = []
+        self._pending: list[_ValidatedPart] = []
+        self._pending_rows = 0
+
+    def add(self, part: SourcePart) -> None:
+        rejects = [part.parse_rejects]
+        valid = None
         rows_read = part.parse_rejects.num_rows
-        stats.rows.rejected += store.write_rejects(
-            batch_id, source, source_file, part.parse_rejects
-        )
-        if part.candidates is not None and part.candidates.num_rows:
+        if part.file_error is None and part.candidates is not None and part.candidates.num_rows:
             rows_read += part.candidates.num_rows
-            checked = validate_candidates(part.candidates, now_us=_now_us())
-            stats.rows.rejected += store.write_rejects(
-                batch_id, source, source_file, checked.rejects
-            )
-            stats.rows.add(
-                store.write_klines(
-                    batch_id, source, checked.valid, source_file=source_file, checksum=part.checksum
+            checked = validate_candidates(part.candidates, now_us=int(time.time() * 1_000_000))
+            valid = checked.valid
+            rejects.append(checked.rejects)
+        self._pending.append(_ValidatedPart(part, valid, rejects, rows_read))
+        self._pending_rows += rows_read
+        if self._pending_rows >= self.max_rows or len(self._pending) >= self.max_parts:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        with self.store.transaction():
+            counts = self._write_pending()
+        self.stats.rows.add(counts)
+        for entry in self._pending:
+            self._count(entry)
+        self._pending, self._pending_rows = [], 0
+
+    def _write_pending(self) -> WriteCounts:
+        counts = WriteCounts()
+        files: list[FileRecord] = []
+        loads: list[tuple[str, str, int]] = []
+        tables: list[pa.Table] = []
+        for entry in self._pending:
+            part, source_file = entry.part, entry.part.item.key if entry.part.track_file else None
+            if part.file_error is not None:
+                files.append(
+                    FileRecord(part.item.key, part.checksum, "rejected", part.file_error, 0)
                 )
-            )
-        if part.symbols is not None and part.symbols.num_rows:
-            store.write_symbols(batch_id, source, part.symbols)
-        stats.rows_read += rows_read
-        if part.track_file:
-            stats.files_read += 1
-            store.record_file(
-                batch_id,
-                source,
-                part.item.key,
-                checksum=part.checksum,
-                status="loaded",
-                rows_read=rows_read,
-            )
-        for symbol, interval in part.symbol_loads:
-            store.record_symbol_load(batch_id, source, symbol, interval, rows_read)
+                continue
+            for rejects in entry.rejects:
+                counts.rejected += self.store.write_rejects(
+                    self.batch_id, self.source, source_file, rejects
+                )
+            if entry.valid is not None and entry.valid.num_rows:
+                tables.append(with_provenance(entry.valid, source_file, part.checksum))
+            if part.symbols is not None and part.symbols.num_rows:
+                self.store.write_symbols(self.batch_id, self.source, part.symbols)
+            if part.track_file:
+                files.append(
+                    FileRecord(part.item.key, part.checksum, "loaded", None, entry.rows_read)
+                )
+            loads += [(symbol, interval, entry.rows_read) for symbol, interval in part.symbol_loads]
+        for table in _without_shared_keys(tables):
+            counts.add(self.store.write_klines(self.batch_id, self.source, table))
+        self.store.record_files(self.batch_id, self.source, files)
+        self.store.record_symbol_loads(self.batch_id, self.source, loads)
+        return counts
+
+    def _count(self, entry: _ValidatedPart) -> None:
+        part = entry.part
+        if part.file_error is not None:
+            self.stats.files_rejected += 1
+            self.rejected_files.append((part.item.key, part.file_error))
+            return
+        self.stats.rows_read += entry.rows_read
+        self.stats.files_read += int(part.track_file)
 
 
-def _now_us() -> int:
-    return int(time.time() * 1_000_000)
+def _without_shared_keys(tables: list[pa.Table]) -> list[pa.Table]:
+    """One table for the chunk, unless two parts hold the same bar (e.g. a monthly and a daily
+    file): then each part is written on its own, so the later one becomes a revision."""
+    if len(tables) <= 1:
+        return tables
+    combined = pa.concat_tables(tables)
+    distinct = combined.group_by(["symbol", "interval", "open_time"]).aggregate([]).num_rows
+    return [combined] if distinct == combined.num_rows else tables
 
 
 def run_load(
@@ -182,21 +226,22 @@ def run_load(
     started = time.perf_counter()
     batch_id = store.start_batch(source.name, source.parameters())
     stats = BatchStats()
-    rejected_files: list[tuple[str, str]] = []
+    writer = ChunkWriter(store, batch_id, source.name, stats)
     status, error = "success", None
     try:
         items, skipped = source.plan(store)
         stats.files_skipped = sum(1 for _, why in skipped if "checksum" in why)
         stats.symbols_skipped_fresh = sum(1 for _, why in skipped if "fresh" in why)
         for done, part in enumerate(_bounded_parallel(items, source.read, workers), start=1):
-            _write_part(store, batch_id, source.name, part, stats, rejected_files)
+            writer.add(part)
             if progress:
                 progress(done, len(items), part.item.label)
+        writer.flush()
     except Exception as exc:  # recorded on the batch, then re-raised for the caller's exit code
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         store.finish_batch(batch_id, stats, status, error)
         raise
-    if rejected_files:
+    if writer.rejected_files:
         status = "partial"
     store.finish_batch(batch_id, stats, status, error)
     return LoadSummary(
@@ -205,7 +250,7 @@ def run_load(
         status=status,
         stats=stats,
         skipped=[(item.key, why) for item, why in skipped],
-        rejected_files=rejected_files,
+        rejected_files=writer.rejected_files,
         seconds=time.perf_counter() - started,
         error=error,
     )

@@ -67,6 +67,25 @@ class WriteCounts:
         self.rejected += other.rejected
 
 
+@dataclass(frozen=True)
+class FileRecord:
+    """A file a load read (status loaded) or could not read (status rejected, with the reason)."""
+
+    file_key: str
+    checksum: str | None
+    status: str
+    reason: str | None
+    rows_read: int
+
+
+def with_provenance(table: pa.Table, source_file: str | None, checksum: str | None) -> pa.Table:
+    """Validated klines plus the file they came from (constant columns, dictionary-encoded)."""
+    rows = table.num_rows
+    return table.append_column(
+        "source_file", pa.array([source_file] * rows, pa.string()).dictionary_encode()
+    ).append_column("source_checksum", pa.array([checksum] * rows, pa.string()).dictionary_encode())
+
+
 @dataclass
 class BatchStats:
     files_read: int = 0
@@ -112,6 +131,7 @@ class RawStore:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
+        self._tails: dict[str, tuple[datetime, float]] | None = None
         ensure_raw_schema(con)
 
     @contextmanager
@@ -121,6 +141,7 @@ class RawStore:
             yield
         except BaseException:
             self.con.execute("rollback")
+            self._tails = None  # the cache may hold rows that were just rolled back
             raise
         self.con.execute("commit")
 
@@ -174,20 +195,16 @@ class RawStore:
         ).fetchone()
         return row[0] if row else None
 
-    def record_file(
-        self,
-        batch_id: int,
-        source: str,
-        file_key: str,
-        *,
-        checksum: str | None,
-        status: str,
-        rows_read: int = 0,
-        reason: str | None = None,
-    ) -> None:
-        self.con.execute(
+    def record_files(self, batch_id: int, source: str, files: list[FileRecord]) -> None:
+        if not files:
+            return
+        self.con.executemany(
             "insert into raw.loaded_files values (?, ?, ?, ?, ?, ?, ?, ?)",
-            [source, file_key, checksum, status, reason, rows_read, batch_id, utc_now()],
+            [
+                [source, f.file_key, f.checksum, f.status, f.reason, f.rows_read, batch_id, now]
+                for now in [utc_now()]
+                for f in files
+            ],
         )
 
     # -- rejects -----------------------------------------------------------------------------
@@ -217,48 +234,79 @@ class RawStore:
 
     # -- klines ------------------------------------------------------------------------------
 
-    def _prior_closes(self, valid: pa.Table) -> dict[str, float]:
-        """Latest stored close before each (symbol, interval)'s first incoming bar."""
-        firsts = valid.group_by(["symbol", "interval"]).aggregate([("open_time", "min")])
-        self.con.register("firsts", firsts)
-        rows = self.con.execute(
-            """
-            select f.symbol || '|' || f.interval, max_by(k.close, k.open_time)
-            from firsts as f
-            join (
-                select symbol, interval, open_time, max_by(close, revision) as close
-                from raw.klines
-                where symbol in (select symbol from firsts)
-                group by all
-            ) as k
-                on k.symbol = f.symbol and k.interval = f.interval
-                and k.open_time < f.open_time_min
-            group by all
-            """
-        ).fetchall()
-        self.con.unregister("firsts")
-        return dict(rows)
+    def _series_tails(self) -> dict[str, tuple[datetime, float]]:
+        """Newest stored (open_time, close) per `symbol|interval`, read once per store.
 
-    def _split_toxic(self, valid: pa.Table) -> tuple[pa.Table, pa.Table]:
+        The store is the warehouse's only writer (the writer lock), so the cache stays true as long
+        as every write goes through `write_klines`, which keeps it up to date.
+        """
+        if self._tails is None:
+            rows = self.con.execute(
+                """
+                select symbol || '|' || interval, max(open_time),
+                    max_by(close, (open_time, revision))
+                from raw.klines group by symbol, interval
+                """
+            ).fetchall()
+            self._tails = {key: (open_time, close) for key, open_time, close in rows}
+        return self._tails
+
+    def _prior_closes(self, firsts: dict[str, datetime]) -> dict[str, float]:
+        """Latest stored close before each series' first incoming bar (`symbol|interval` keys)."""
+        tails = self._series_tails()
+        prior = {
+            key: tails[key][1]
+            for key, first in firsts.items()
+            if key in tails and tails[key][0] < first
+        }
+        inside = [
+            (key, first) for key, first in firsts.items() if key in tails and tails[key][0] >= first
+        ]
+        for key, first in inside:  # a revision or backfill inside stored history: rare, exact
+            symbol, interval = key.split("|", 1)
+            row = self.con.execute(
+                """
+                select max_by(close, (open_time, revision)) from raw.klines
+                where symbol = ? and interval = ? and open_time < ?
+                """,
+                [symbol, interval, first],
+            ).fetchone()
+            if row and row[0] is not None:
+                prior[key] = row[0]
+        return prior
+
+    @staticmethod
+    def _series_keys(table: pa.Table) -> np.ndarray:
+        return pc.binary_join_element_wise(
+            table.column("symbol"), table.column("interval"), "|"
+        ).to_numpy(zero_copy_only=False)
+
+    def _first_open_times(
+        self, keys: np.ndarray, open_times: pa.ChunkedArray
+    ) -> dict[str, datetime]:
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        return {keys[i]: open_times[int(i)].as_py() for i in starts}
+
+    def _split_toxic(self, valid: pa.Table) -> tuple[pa.Table, pa.Table, dict[str, datetime]]:
+        """Sorted rows to keep, toxic rows, and each series' first incoming open time."""
         ordered = valid.sort_by(
             [("symbol", "ascending"), ("interval", "ascending"), ("open_time", "ascending")]
         )
-        keys = pc.binary_join_element_wise(
-            ordered.column("symbol"), ordered.column("interval"), "|"
-        ).to_numpy(zero_copy_only=False)
-        closes = ordered.column("close").to_numpy()
-        toxic = toxic_mask(keys, closes, self._prior_closes(ordered) if len(closes) else {})
-        if not toxic.any():
-            return ordered, REJECT_SCHEMA.empty_table()
-        bad = ordered.filter(pa.array(toxic))
-        rejects = make_rejects(
-            bad.column("source_row").to_pylist(),
-            bad.column("symbol").to_pylist(),
-            bad.column("interval").to_pylist(),
-            [json.dumps(r, default=str) for r in bad.drop_columns(["source_row"]).to_pylist()],
-            ["toxic print: close moved 500 % or more from the previous kept close"] * bad.num_rows,
-        )
-        return ordered.filter(pa.array(~toxic)), rejects
+        keys = self._series_keys(ordered)
+        firsts = self._first_open_times(keys, ordered.column("open_time"))
+        toxic = toxic_mask(keys, ordered.column("close").to_numpy(), self._prior_closes(firsts))
+        return ordered.filter(pa.array(~toxic)), ordered.filter(pa.array(toxic)), firsts
+
+    def _remember_tails(self, kept: pa.Table) -> None:
+        tails = self._series_tails()
+        keys = self._series_keys(kept)
+        ends = np.r_[np.flatnonzero(keys[1:] != keys[:-1]), len(keys) - 1]
+        open_times = kept.column("open_time")
+        closes = kept.column("close")
+        for i in ends:
+            key, open_time = keys[i], open_times[int(i)].as_py()
+            if key not in tails or tails[key][0] <= open_time:
+                tails[key] = (open_time, closes[int(i)].as_py())
 
     def write_klines(
         self,
@@ -269,27 +317,81 @@ class RawStore:
         source_file: str | None = None,
         checksum: str | None = None,
     ) -> WriteCounts:
-        """Store validated klines (`records.KLINE_SCHEMA`); toxic rows become rejects."""
-        kept, toxic = self._split_toxic(valid)
-        counts = WriteCounts(rejected=self.write_rejects(batch_id, source, source_file, toxic))
+        """Store validated klines (`records.KLINE_SCHEMA`); toxic rows become rejects.
+
+        The file a row came from is `source_file`/`checksum`, or per row when the table already
+        has `source_file` and `source_checksum` columns (`with_provenance`).
+        """
+        if valid.num_rows == 0:
+            return WriteCounts()
+        if "source_file" not in valid.column_names:
+            valid = with_provenance(valid, source_file, checksum)
+        kept, toxic, firsts = self._split_toxic(valid)
+        counts = WriteCounts(rejected=self._write_toxic(batch_id, source, toxic))
         if kept.num_rows == 0:
             return counts
-        bounds = pc.min_max(kept.column("open_time"))
-        counts_new = self._store_revisions(
-            kept,
-            target="raw.klines",
-            key="symbol, interval, open_time",
-            values=KLINE_VALUE_COLUMNS,
-            current_filter="open_time between ? and ? and symbol in (select symbol from incoming)",
-            filter_params=[bounds["min"].as_py(), bounds["max"].as_py()],
-            audit_values=[source, batch_id, utc_now(), source_file, checksum],
+        tails = self._series_tails()
+        appends_only = all(
+            key not in tails or tails[key][0] < first for key, first in firsts.items()
         )
-        counts.inserted, counts.revised, counts.unchanged = (
-            counts_new.inserted,
-            counts_new.revised,
-            counts_new.unchanged,
-        )
+        audit = ("?, ?, ?, source_file, source_checksum", [source, batch_id, utc_now()])
+        if appends_only:
+            # Bars after every series' newest stored bar cannot exist yet: no lookup needed.
+            self._insert_new(kept, audit)
+            counts.inserted = kept.num_rows
+        else:
+            bounds = pc.min_max(kept.column("open_time"))
+            stored = self._store_revisions(
+                kept,
+                target="raw.klines",
+                key="symbol, interval, open_time",
+                values=KLINE_VALUE_COLUMNS,
+                current_filter=(
+                    "open_time between ? and ? and symbol in (select symbol from incoming)"
+                ),
+                filter_params=[bounds["min"].as_py(), bounds["max"].as_py()],
+                audit=audit,
+            )
+            counts.inserted, counts.revised, counts.unchanged = (
+                stored.inserted,
+                stored.revised,
+                stored.unchanged,
+            )
+        self._remember_tails(kept)
         return counts
+
+    def _write_toxic(self, batch_id: int, source: str, toxic: pa.Table) -> int:
+        """Toxic rows become rejects of the file each came from."""
+        files = toxic.column("source_file").cast(pa.string())
+        written = 0
+        for source_file in pc.unique(files).to_pylist() if toxic.num_rows else []:
+            rows = toxic.filter(
+                pc.is_null(files) if source_file is None else pc.equal(files, source_file)
+            )
+            described = rows.drop_columns(["source_row", "source_file", "source_checksum"])
+            rejects = make_rejects(
+                rows.column("source_row").to_pylist(),
+                rows.column("symbol").to_pylist(),
+                rows.column("interval").to_pylist(),
+                [json.dumps(row, default=str) for row in described.to_pylist()],
+                ["toxic print: close moved 500 % or more from the previous kept close"]
+                * rows.num_rows,
+            )
+            written += self.write_rejects(batch_id, source, source_file, rejects)
+        return written
+
+    def _insert_new(self, kept: pa.Table, audit: tuple[str, list[object]]) -> None:
+        self.con.register("incoming", kept)
+        self.con.execute(
+            f"""
+            insert into raw.klines
+            select symbol, interval, open_time, {KLINE_VALUE_COLUMNS}, 1,
+                hash({KLINE_VALUE_COLUMNS}), {audit[0]}
+            from incoming
+            """,
+            audit[1],
+        )
+        self.con.unregister("incoming")
 
     def _store_revisions(
         self,
@@ -300,7 +402,7 @@ class RawStore:
         values: str,
         current_filter: str,
         filter_params: list[object],
-        audit_values: list[object],
+        audit: tuple[str, list[object]],
     ) -> WriteCounts:
         """Insert rows whose values differ from their key's latest revision; count each kind."""
         self.con.register("incoming", incoming)
@@ -320,15 +422,13 @@ class RawStore:
             """,
             filter_params,
         )
-        audit_placeholders = ", ".join("?" for _ in audit_values)
         self.con.execute(
             f"""
             insert into {target}
-            select {key}, {values}, coalesce(current_revision, 0) + 1, value_hash,
-                {audit_placeholders}
+            select {key}, {values}, coalesce(current_revision, 0) + 1, value_hash, {audit[0]}
             from _classified where not is_unchanged
             """,
-            audit_values,
+            audit[1],
         )
         inserted, revised, unchanged = self.con.execute(
             """
@@ -353,18 +453,21 @@ class RawStore:
             values=SYMBOL_VALUE_COLUMNS,
             current_filter="true",
             filter_params=[],
-            audit_values=[source, batch_id, utc_now()],
+            audit=("?, ?, ?", [source, batch_id, utc_now()]),
         )
 
     # -- freshness ---------------------------------------------------------------------------
 
-    def record_symbol_load(
-        self, batch_id: int, source: str, symbol: str, interval: str, rows_read: int
+    def record_symbol_loads(
+        self, batch_id: int, source: str, loads: list[tuple[str, str, int]]
     ) -> None:
-        """Note that a symbol's data from a source was fully read (the freshness record)."""
-        self.con.execute(
+        """Note that symbols' data from a source was fully read (the freshness record)."""
+        if not loads:
+            return
+        now = utc_now()
+        self.con.executemany(
             "insert into raw.symbol_loads values (?, ?, ?, ?, ?, ?)",
-            [source, symbol, interval, rows_read, batch_id, utc_now()],
+            [[source, symbol, interval, rows, batch_id, now] for symbol, interval, rows in loads],
         )
 
     def last_open_times(self, interval: str) -> dict[str, datetime]:
