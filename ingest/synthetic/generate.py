@@ -1,0 +1,124 @@
+"""Generating a preset's data: the cached daily panel, one symbol's rows, symbol metadata."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+
+from ingest.intervals import MICROS_PER_DAY
+from ingest.synthetic.bars import Bars, build_bars, to_candidates
+from ingest.synthetic.faults import FaultPlan, plan_faults, published_bars
+from ingest.synthetic.market import Panel, simulate_panel, symbol_path
+from ingest.synthetic.presets import Preset, load_presets
+from ingest.synthetic.rng import Stream, stream_rng
+from ingest.synthetic.universe import metadata_table, symbol_names
+
+DEFAULT_SEED = 7
+_PANEL_LOCK = threading.Lock()
+
+
+def resolve_preset(preset: str | Preset | None) -> Preset:
+    """A preset by name from configs/synthetic.yml (None: its default), or the preset given."""
+    return preset if isinstance(preset, Preset) else load_presets().get(preset)
+
+
+def preset_interval(preset: str | Preset | None) -> str:
+    return resolve_preset(preset).interval
+
+
+def preset_symbols(preset: str | Preset | None) -> list[str]:
+    return symbol_names(resolve_preset(preset))
+
+
+def effective_until(preset: Preset, until: date | None) -> date:
+    """`until`, or the preset's last day when absent or later (the calendar is fixed)."""
+    return min(until or preset.end, preset.end)
+
+
+@lru_cache(maxsize=2)
+def _cached_panel(preset: Preset, seed: int) -> Panel:
+    return simulate_panel(preset, seed)
+
+
+def clear_panel_cache() -> None:
+    """Forget computed panels (the next call computes afresh: for timing and determinism)."""
+    _cached_panel.cache_clear()
+
+
+def market_panel(preset: str | Preset | None, seed: int = DEFAULT_SEED) -> Panel:
+    """The daily panel (closes, volatilities, regimes) behind a preset; cached per process."""
+    with _PANEL_LOCK:
+        return _cached_panel(resolve_preset(preset), seed)
+
+
+@dataclass(frozen=True)
+class SymbolHistory:
+    """One symbol's clean bars over its life and the faults scheduled on them."""
+
+    symbol: str
+    interval: str
+    bars: Bars
+    faults: FaultPlan
+
+    def published(
+        self, until: date, start: date | None = None, end: date | None = None
+    ) -> pa.Table:
+        """Candidate rows as published by `until`, restricted to [start, end]."""
+        shown = published_bars(
+            self.bars,
+            self.faults,
+            until_day=_epoch_day(until),
+            first_day=_epoch_day(start) if start else np.iinfo(np.int64).min,
+            last_day=_epoch_day(end) if end else np.iinfo(np.int64).max,
+        )
+        return to_candidates(shown, self.symbol, self.interval)
+
+
+def _epoch_day(day: date) -> int:
+    return int(np.datetime64(day, "D").astype(np.int64))
+
+
+def symbol_history(panel: Panel, index: int, seed: int) -> SymbolHistory:
+    preset = panel.preset
+    bars = build_bars(
+        symbol_path(panel, index, seed), panel.universe, index, stream_rng(seed, Stream.BARS, index)
+    )
+    faults = plan_faults(
+        bars.open_us // MICROS_PER_DAY, preset.faults, stream_rng(seed, Stream.FAULTS, index)
+    )
+    return SymbolHistory(panel.universe.symbols[index], preset.interval, bars, faults)
+
+
+def generate_symbol(
+    preset: str | Preset | None,
+    symbol: str,
+    *,
+    seed: int = DEFAULT_SEED,
+    until: date | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> pa.Table:
+    """One symbol's candidate rows (`records.CANDIDATE_SCHEMA`), faults included, as published by
+    `until` (default: the preset's last day) and restricted to [start, end]."""
+    panel = market_panel(preset, seed)
+    history = symbol_history(panel, panel.universe.index_of(symbol), seed)
+    return history.published(effective_until(panel.preset, until), start, end)
+
+
+def symbol_metadata(
+    preset: str | Preset | None, *, seed: int = DEFAULT_SEED, until: date | None = None
+) -> pa.Table:
+    """Exchange metadata (`raw_store.SYMBOL_SCHEMA`) of the symbols listed by `until`."""
+    panel = market_panel(preset, seed)
+    as_of = effective_until(panel.preset, until)
+    listed = [i for i in range(panel.preset.symbols) if listing_date(panel, i) <= as_of]
+    return metadata_table(panel.preset, panel.universe, listed, as_of)
+
+
+def listing_date(panel: Panel, index: int) -> date:
+    return panel.preset.day(int(panel.universe.listed_day[index]))
