@@ -526,8 +526,13 @@ def test_minute_bars_are_made_one_symbol_at_a_time_and_bridge_the_daily_closes()
 def test_bad_preset_names_symbols_and_intervals_are_clear_errors():
     with pytest.raises(ValueError, match="unknown preset 'huge'; expected one of tiny, demo"):
         build(IngestOptions(preset="huge"))
-    with pytest.raises(ValueError, match=r"unknown symbols NOPEUSDT; this preset has 8, e\.g\."):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown symbols NOPEUSDT for preset tiny; it has 8, e\.g\. BUDOBUSDT, FEREUSDT",
+    ):
         build(IngestOptions(preset="tiny", symbols=("NOPEUSDT",)))
+    with pytest.raises(ValueError, match="unknown symbols BTCUSDT for preset demo"):
+        generate_symbol("demo", "BTCUSDT")
     with pytest.raises(ValueError, match="preset tiny generates 1d bars, not 1h"):
         build(IngestOptions(preset="tiny", interval="1h"))
 

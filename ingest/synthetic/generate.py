@@ -16,7 +16,7 @@ from ingest.synthetic.faults import FaultPlan, plan_faults, published_bars
 from ingest.synthetic.market import Panel, simulate_panel, symbol_path
 from ingest.synthetic.presets import Preset, load_presets
 from ingest.synthetic.rng import Stream, stream_rng
-from ingest.synthetic.universe import metadata_table, symbol_names
+from ingest.synthetic.universe import metadata_table, symbol_indices, symbol_names
 
 DEFAULT_SEED = 7
 _PANEL_LOCK = threading.Lock()
@@ -106,7 +106,8 @@ def generate_symbol(
     """One symbol's candidate rows (`records.CANDIDATE_SCHEMA`), faults included, as published by
     `until` (default: the preset's last day) and restricted to [start, end]."""
     panel = market_panel(preset, seed)
-    history = symbol_history(panel, panel.universe.index_of(symbol), seed)
+    (index,) = symbol_indices(panel.preset, [symbol])
+    history = symbol_history(panel, index, seed)
     return history.published(effective_until(panel.preset, until), start, end)
 
 

@@ -18,7 +18,7 @@ so that a day's bars add up exactly to the daily return.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -164,7 +164,7 @@ def simulate_panel(preset: Preset, seed: int) -> Panel:
 
 @dataclass(frozen=True)
 class SymbolPath:
-    """One symbol's bars over its listed life, before prices are rounded and faults injected."""
+    """One symbol's bars, before prices are rounded and faults injected."""
 
     open_us: np.ndarray  # bar open times, epoch microseconds
     log_open: np.ndarray  # the previous bar's log close
@@ -172,6 +172,15 @@ class SymbolPath:
     sigma: np.ndarray  # conditional volatility of the bar's return
     z: np.ndarray  # the bar's standardized shock
     notional: np.ndarray  # expected traded value of the bar, in the quote asset
+
+    def between(self, first: int, stop: int) -> SymbolPath:
+        return SymbolPath(*(getattr(self, f.name)[first:stop] for f in fields(self)))
+
+
+def _open_times(preset: Preset) -> np.ndarray:
+    first_day = np.datetime64(preset.start, "D").astype(np.int64)
+    bars = np.arange(preset.days * preset.bars_per_day, dtype=np.int64)
+    return first_day * MICROS_PER_DAY + bars * INTERVAL_MICROS[preset.interval]
 
 
 def _time_of_day_profile(bars_per_day: int) -> np.ndarray:
@@ -181,7 +190,18 @@ def _time_of_day_profile(bars_per_day: int) -> np.ndarray:
     return profile / np.sqrt(np.mean(profile**2))
 
 
-def _intraday(panel: Panel, index: int, seed: int) -> tuple[np.ndarray, ...]:
+def _daily(panel: Panel, index: int) -> SymbolPath:
+    return SymbolPath(
+        open_us=_open_times(panel.preset),
+        log_open=panel.log_previous_close[:, index],
+        log_close=panel.log_close[:, index],
+        sigma=panel.sigma[:, index],
+        z=panel.shock_z[:, index],
+        notional=np.full(panel.preset.days, panel.universe.daily_notional[index]),
+    )
+
+
+def _intraday(panel: Panel, index: int, seed: int) -> SymbolPath:
     """Bars of every day of the calendar whose returns add up to the daily returns."""
     preset = panel.preset
     days, per_day = preset.days, preset.bars_per_day
@@ -200,31 +220,20 @@ def _intraday(panel: Panel, index: int, seed: int) -> tuple[np.ndarray, ...]:
     day_return = panel.log_close[:, index] - day_open
     steps = noise - noise.mean(axis=1, keepdims=True) + (day_return / per_day)[:, None]
     log_close = (day_open[:, None] + np.cumsum(steps, axis=1)).ravel()
-    log_open = np.r_[day_open[0], log_close[:-1]]
-    notional = np.tile(profile / profile.mean(), days) * (
-        panel.universe.daily_notional[index] / per_day
+    return SymbolPath(
+        open_us=_open_times(preset),
+        log_open=np.r_[day_open[0], log_close[:-1]],
+        log_close=log_close,
+        sigma=sigma.ravel(),
+        z=z,
+        notional=np.tile(profile / profile.mean(), days)
+        * (panel.universe.daily_notional[index] / per_day),
     )
-    return log_open, log_close, sigma.ravel(), z, notional
 
 
 def symbol_path(panel: Panel, index: int, seed: int) -> SymbolPath:
-    preset, universe = panel.preset, panel.universe
-    per_day = preset.bars_per_day
-    first_day = np.datetime64(preset.start, "D").astype(np.int64)
-    life = slice(
-        int(universe.listed_day[index]) * per_day, int(universe.delisted_day[index]) * per_day
-    )
-    bar_us = INTERVAL_MICROS[preset.interval]
-    open_us = first_day * MICROS_PER_DAY + np.arange(preset.days * per_day, dtype=np.int64) * bar_us
-    if per_day == 1:
-        columns = (
-            panel.log_previous_close[:, index],
-            panel.log_close[:, index],
-            panel.sigma[:, index],
-            panel.shock_z[:, index],
-            np.full(preset.days, universe.daily_notional[index]),
-        )
-    else:
-        columns = _intraday(panel, index, seed)
-    log_open, log_close, sigma, z, notional = (column[life] for column in columns)
-    return SymbolPath(open_us[life], log_open, log_close, sigma, z, notional)
+    """The symbol's bars over its listed life."""
+    per_day = panel.preset.bars_per_day
+    path = _daily(panel, index) if per_day == 1 else _intraday(panel, index, seed)
+    listed, delisted = panel.universe.listed_day[index], panel.universe.delisted_day[index]
+    return path.between(int(listed) * per_day, int(delisted) * per_day)

@@ -18,7 +18,7 @@ from ingest.synthetic.generate import (
     symbol_history,
 )
 from ingest.synthetic.presets import Preset
-from ingest.synthetic.universe import metadata_table, symbol_names, unknown_symbols_message
+from ingest.synthetic.universe import metadata_table, symbol_indices, symbol_names
 
 # A local generator is cheap and reloading identical data stores nothing: no freshness skip.
 DEFAULT_FRESHNESS_HOURS = 0.0
@@ -92,16 +92,6 @@ class SyntheticSource:
         )
 
 
-def _symbol_indices(preset: Preset, requested: tuple[str, ...]) -> tuple[int, ...]:
-    symbols = symbol_names(preset)
-    if not requested:
-        return tuple(range(len(symbols)))
-    unknown = [symbol for symbol in requested if symbol not in symbols]
-    if unknown:
-        raise ValueError(unknown_symbols_message(unknown, symbols) + f" (preset {preset.name})")
-    return tuple(sorted({symbols.index(symbol) for symbol in requested}))
-
-
 def build(options: IngestOptions) -> SyntheticSource:
     preset = resolve_preset(options.preset)
     if options.interval and options.interval != preset.interval:
@@ -115,7 +105,7 @@ def build(options: IngestOptions) -> SyntheticSource:
         until=effective_until(preset, options.until),
         start=options.start,
         end=options.end,
-        indices=_symbol_indices(preset, options.symbols),
+        indices=tuple(symbol_indices(preset, options.symbols)),
         force=options.force,
         freshness_hours=(
             DEFAULT_FRESHNESS_HOURS if options.freshness_hours is None else options.freshness_hours

@@ -6,6 +6,7 @@ Names depend only on the preset (never on the seed); everything else is drawn fr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -46,18 +47,19 @@ class Universe:
     daily_notional: np.ndarray  # typical traded value per day, in the quote asset
     trade_notional: np.ndarray  # typical value of one trade, in the quote asset
 
-    def index_of(self, symbol: str) -> int:
-        try:
-            return self.symbols.index(symbol)
-        except ValueError:
-            raise ValueError(unknown_symbols_message([symbol], self.symbols)) from None
 
-
-def unknown_symbols_message(unknown: list[str], valid: list[str]) -> str:
-    return (
-        f"--symbols: unknown symbols {', '.join(unknown)}; this preset has {len(valid)}, e.g. "
-        f"{', '.join(valid[:5])}"
-    )
+def symbol_indices(preset: Preset, requested: Sequence[str]) -> list[int]:
+    """Positions of the requested symbols in the preset (all of them when none is requested)."""
+    names = symbol_names(preset)
+    if not requested:
+        return list(range(len(names)))
+    unknown = [symbol for symbol in requested if symbol not in names]
+    if unknown:
+        raise ValueError(
+            f"--symbols: unknown symbols {', '.join(unknown)} for preset {preset.name}; it has "
+            f"{len(names)}, e.g. {', '.join(names[:5])}"
+        )
+    return sorted({names.index(symbol) for symbol in requested})
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float, size: int) -> np.ndarray:
