@@ -1,0 +1,68 @@
+"""The dirty symbols of an incremental dbt Python model: the twin of the SQL macro `dirty_symbols`
+in macros/incremental/state.sql (Python models cannot call macros). Change both together.
+
+Per symbol, dirty_from is the earliest upstream time written by a load batch later than the
+model's watermark (`last_batch_id` in state.<model>); a symbol without state, or a model without a
+state table, is dirty from its first row. `only_symbols` (the var `symbols` of
+`daily-refresh --symbols`) keeps only those symbols dirty; the others wait for the next run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+STATE_SCHEMA = "state"
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def state_table(session: duckdb.DuckDBPyConnection, database: str, model: str) -> str | None:
+    """The model's state table (`<database>.state.<model>`), or None when it does not exist."""
+    found = session.sql(
+        "select count(*) from information_schema.tables"
+        " where table_catalog = ? and table_schema = ? and table_name = ?",
+        params=[database, STATE_SCHEMA, model],
+    ).fetchall()
+    if not found[0][0]:
+        return None
+    return ".".join(_quoted(part) for part in (database, STATE_SCHEMA, model))
+
+
+def dirty_symbols(
+    session: duckdb.DuckDBPyConnection,
+    upstream: duckdb.DuckDBPyRelation,
+    this: Any,
+    time_column: str,
+    batch_column: str = "source_batch_id",
+    only_symbols: Sequence[str] = (),
+) -> duckdb.DuckDBPyRelation:
+    """Relation (symbol, dirty_from) over `upstream` for the model `this` (dbt's `dbt.this`)."""
+    state = state_table(session, this.database, this.identifier)
+    join = ""
+    conditions = ["true"]
+    if state is not None:
+        join = f"""
+            left join (
+                select symbol, min(last_batch_id) as last_batch_id from {state} group by symbol
+            ) as s
+                on u.symbol = s.symbol"""
+        conditions = [f"(s.symbol is null or u.{batch_column} > s.last_batch_id)"]
+    if only_symbols:
+        conditions.append(f"u.symbol in ({', '.join(map(_literal, only_symbols))})")
+    return upstream.query(
+        "upstream",
+        f"""
+        select u.symbol, min(u.{time_column}) as dirty_from
+        from upstream as u {join}
+        where {" and ".join(conditions)}
+        group by u.symbol""",
+    )
