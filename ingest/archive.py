@@ -13,14 +13,16 @@ import io
 import re
 import zipfile
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from ingest.intervals import INTERVAL_MICROS, MICROS_PER_DAY
+from ingest.records import to_micros
 
 # The 12 columns of a kline CSV, in file order.
 KLINE_FIELDS: tuple[str, ...] = (
@@ -41,6 +43,7 @@ CHECKSUM_SUFFIX = ".CHECKSUM"
 # Binance switched its archive timestamps from milliseconds to microseconds on this day.
 MICROSECONDS_FROM = date(2025, 1, 1)
 MONTHLY, DAILY = "monthly", "daily"
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _PERIOD = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -193,3 +196,58 @@ def sample_klines(file: ArchiveFile, *, seed: int = 0, unit: str | None = None) 
             "ignore": pa.repeat("0", count),
         }
     )
+
+
+def write_series(root: Path, symbol: str, interval: str, table: pa.Table) -> list[Path]:
+    """Write one symbol's candidate rows as the archive would hold them.
+
+    Whole calendar months become monthly files; the days of a month the series does not cover
+    whole become daily files. Returns the zips written.
+    """
+    days = pa.array(to_micros(table.column("open_time").to_numpy()) // MICROS_PER_DAY)
+    table = table.append_column("day", days).append_column(
+        "ignore", pa.array(np.zeros(table.num_rows, dtype=np.int64))
+    )
+    first, last = (
+        date.fromordinal(EPOCH_ORDINAL + min(days.to_pylist())),
+        date.fromordinal(EPOCH_ORDINAL + max(days.to_pylist())),
+    )
+    written = []
+    for month_start in _month_starts(first, last):
+        month_end = _next_month(month_start) - timedelta(days=1)
+        whole = month_start >= first and month_end <= last
+        if whole:
+            periods = [
+                (
+                    monthly_file(symbol, interval, month_start.year, month_start.month),
+                    month_start,
+                    month_end,
+                )
+            ]
+        else:
+            periods = [
+                (daily_file(symbol, interval, day), day, day)
+                for day in _days(max(month_start, first), min(month_end, last))
+            ]
+        for file, start, end in periods:
+            lo, hi = start.toordinal() - EPOCH_ORDINAL, end.toordinal() - EPOCH_ORDINAL
+            rows = table.filter(pc.and_(pc.greater_equal(days, lo), pc.less_equal(days, hi)))
+            if rows.num_rows:
+                written.append(write_archive_file(root, file, klines_csv(rows)))
+    return written
+
+
+def _next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+def _month_starts(first: date, last: date) -> list[date]:
+    months, current = [], date(first.year, first.month, 1)
+    while current <= last:
+        months.append(current)
+        current = _next_month(current)
+    return months
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]

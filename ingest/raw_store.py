@@ -114,16 +114,37 @@ def toxic_mask(keys: np.ndarray, closes: np.ndarray, prior_close: dict[str, floa
         return toxic
     ends = np.r_[starts[1:], len(closes)]
     for start, end in zip(starts, ends, strict=True):
-        if not suspect[start:end].any():
-            continue
-        last = prior_close.get(keys[start], np.nan)
-        for row in range(start, end):
-            ratio = closes[row] / last if np.isfinite(last) else 1.0
-            if ratio >= TOXIC_FACTOR or ratio <= 1.0 / TOXIC_FACTOR:
-                toxic[row] = True
-            else:
-                last = closes[row]
+        if suspect[start:end].any():
+            _resolve_toxic_run(closes, suspect, toxic, start, end, prior_close.get(keys[start]))
     return toxic
+
+
+def _resolve_toxic_run(
+    closes: np.ndarray,
+    suspect: np.ndarray,
+    toxic: np.ndarray,
+    start: int,
+    end: int,
+    prior: float | None,
+) -> None:
+    """Walk one series comparing each close with the last kept one, jumping over stretches where
+    the previous row was kept and the row is no suspect (those rows are kept as they are)."""
+    last = prior if prior is not None and np.isfinite(prior) else np.nan
+    previous_kept = True
+    suspects = np.flatnonzero(suspect[start:end]) + start
+    row = start
+    while row < end:
+        if previous_kept and not suspect[row]:
+            later = suspects[suspects > row]
+            row = int(later[0]) if len(later) else end
+            last = closes[row - 1]
+            continue
+        ratio = closes[row] / last if np.isfinite(last) else 1.0
+        previous_kept = 1.0 / TOXIC_FACTOR < ratio < TOXIC_FACTOR
+        toxic[row] = not previous_kept
+        if previous_kept:
+            last = closes[row]
+        row += 1
 
 
 class RawStore:

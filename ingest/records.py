@@ -153,17 +153,15 @@ def _reject_reasons(
 
 def _duplicate_keys(table: pa.Table, open_us: np.ndarray) -> np.ndarray:
     """True for every repeat of a (symbol, interval, open_time) already seen earlier in the file."""
-    keys = table.select(["symbol", "interval"]).append_column("open_us", pa.array(open_us))
-    order = pa.array(np.arange(table.num_rows))
-    first = (
-        keys.append_column("row", order)
-        .group_by(["symbol", "interval", "open_us"], use_threads=False)
-        .aggregate([("row", "min")])
-        .column("row_min")
-        .to_numpy()
+    symbol_codes = table.column("symbol").dictionary_encode().combine_chunks().indices
+    interval_codes = table.column("interval").dictionary_encode().combine_chunks().indices
+    order = np.lexsort((open_us, interval_codes.to_numpy(), symbol_codes.to_numpy()))
+    keys = np.stack(
+        [symbol_codes.to_numpy()[order], interval_codes.to_numpy()[order], open_us[order]]
     )
-    duplicate = np.ones(table.num_rows, dtype=bool)
-    duplicate[first] = False
+    repeats = np.r_[False, (keys[:, 1:] == keys[:, :-1]).all(axis=0)]
+    duplicate = np.zeros(table.num_rows, dtype=bool)
+    duplicate[order[repeats]] = True
     return duplicate
 
 

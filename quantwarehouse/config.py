@@ -147,6 +147,8 @@ def load_config(path: Path) -> ConfigNode:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except ValueError as exc:  # e.g. an impossible date such as 2024-13-01, parsed as a date
+        raise ConfigError(f"{path}: a value cannot be read: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a mapping of keys at the top level, got {describe(data)}"

@@ -111,3 +111,10 @@ def test_bad_values_name_file_key_and_expectation(tmp_path, text, read, expected
 def test_config_error_is_a_value_error_for_the_cli():
     # The CLI turns ValueError into exit status 2 with the message as the last line.
     assert issubclass(ConfigError, ValueError)
+
+
+def test_an_impossible_date_names_the_file(tmp_path):
+    path = tmp_path / "bad.yml"
+    path.write_text("start: 2024-13-01\n")
+    with pytest.raises(ConfigError, match=r"bad\.yml: a value cannot be read: month must be"):
+        load_config(path)
