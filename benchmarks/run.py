@@ -1,4 +1,7 @@
-"""Run every benchmark (or those named) and print one table: `python -m benchmarks.run [--only a,b]`."""
+"""Run every benchmark (or those named) and print one table.
+
+    python -m benchmarks.run [--only case_a,case_b] [--workdir DIR]
+"""
 
 from __future__ import annotations
 
@@ -27,10 +30,13 @@ def run_child(module: str, name: str, workdir: Path) -> None:
 
 
 def print_table(results: dict[str, Metrics]) -> None:
-    rows = [(case, key, str(value)) for case, figures in results.items()
-            for key, value in figures.items()]
+    rows = [
+        (case, key, str(value))
+        for case, figures in results.items()
+        for key, value in figures.items()
+    ]
     widths = [max(len(row[i]) for row in [("case", "figure", "value"), *rows]) for i in range(3)]
-    line = "  ".join("{:<%d}" % w for w in widths)
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
     print(line.format("case", "figure", "value"))
     print(line.format(*("-" * w for w in widths)))
     for row in rows:
@@ -41,8 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", help="comma-separated case names to run (default: all)")
     parser.add_argument("--workdir", help="where cases write their data (default: a temp folder)")
-    parser.add_argument("--child", nargs=3, metavar=("MODULE", "CASE", "WORKDIR"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("MODULE", "CASE", "WORKDIR"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         module, name, workdir = args.child
