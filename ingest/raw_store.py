@@ -169,12 +169,13 @@ class RawStore:
     # -- batches -----------------------------------------------------------------------------
 
     def start_batch(self, source: str, parameters: dict[str, object]) -> int:
-        batch_id = self.con.execute("select nextval('raw.load_batch_seq')").fetchone()[0]
-        self.con.execute(
+        # nextval in the same statement as the insert: a nextval committed on its own is not
+        # replayed from the WAL after a crash, so the next load would reuse the batch id.
+        batch_id = self.con.execute(
             "insert into raw.load_batches (batch_id, source, parameters, started_at, status) "
-            "values (?, ?, ?, ?, 'running')",
-            [batch_id, source, json.dumps(parameters, default=str), utc_now()],
-        )
+            "values (nextval('raw.load_batch_seq'), ?, ?, ?, 'running') returning batch_id",
+            [source, json.dumps(parameters, default=str), utc_now()],
+        ).fetchone()[0]
         return int(batch_id)
 
     def finish_batch(
