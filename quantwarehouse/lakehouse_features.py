@@ -1,0 +1,59 @@
+"""`features_matrix.parquet`: the features matrix published for tools outside the warehouse.
+
+The rows and columns of the dbt model `features_matrix` (without its audit column
+`invocation_id`), ordered by bar_date then symbol, so a reader filtering on dates skips whole
+row groups. Point in time: the row of day d uses only the symbol's bars up to d. Null means the
+indicator is still warming up or undefined. Written atomically (`lakehouse.write_parquet_atomic`);
+the file's metadata records the source model, the newest raw load batch behind it (the data
+version) and the write time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from quantwarehouse.lakehouse import PublishedFile, write_parquet_atomic
+from quantwarehouse.paths import lakehouse_dir
+
+FEATURES_MATRIX_FILE = "features_matrix.parquet"
+FEATURES_MATRIX_RELATION = "main.features_matrix"
+FEATURES_MATRIX_CONVENTION = (
+    "one row per (bar_date, symbol) from features_matrix; the row of day d uses only bars up to d; "
+    "null while an indicator warms up or where it is undefined"
+)
+
+
+def features_matrix_path(folder: Path | None = None) -> Path:
+    return (folder or lakehouse_dir()) / FEATURES_MATRIX_FILE
+
+
+def publish_features_matrix(
+    con: duckdb.DuckDBPyConnection, folder: Path | None = None
+) -> PublishedFile:
+    """Write `features_matrix.parquet` under `folder` (default the lakehouse folder)."""
+    table = (
+        con.sql(
+            f"select * exclude (invocation_id) from {FEATURES_MATRIX_RELATION}"
+            " order by bar_date, symbol"
+        )
+        .arrow()
+        .read_all()
+    )
+    newest_batch = con.sql(
+        f"select max(source_batch_id) from {FEATURES_MATRIX_RELATION}"
+    ).fetchall()
+    metadata = {
+        "quantwarehouse.source_model": "features_matrix",
+        "quantwarehouse.source_batch_id": ""
+        if newest_batch[0][0] is None
+        else str(newest_batch[0][0]),
+        "quantwarehouse.written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quantwarehouse.values": FEATURES_MATRIX_CONVENTION,
+    }
+    table = table.replace_schema_metadata(metadata)
+    path = features_matrix_path(folder)
+    write_parquet_atomic(table, path)
+    return PublishedFile(path=path, rows=table.num_rows, columns=table.num_columns)
