@@ -1,8 +1,9 @@
 """The features matrix: per (bar_date, symbol), technical ratings and the indicators behind them.
 
-`symbol_features` turns one symbol's daily bars into its feature rows (a function of one symbol's
-frame, so it maps onto grouped pandas UDFs on a distributed engine); `features_table` runs it over
-many symbols and returns the Arrow table the dbt model `features_matrix` writes.
+All per-symbol work is `feature_columns`, a function of one symbol's bars, so it maps onto grouped
+pandas UDFs on a distributed engine (`symbol_features` is that UDF's shape: frame in, frame out);
+`features_table` runs it symbol by symbol and returns the Arrow table the dbt model
+`features_matrix` writes.
 
 Point in time: every indicator is causal, so the row of day d depends only on bars up to d.
 Incremental runs recompute a dirty symbol's indicators over its whole history (EMA-type
@@ -202,7 +203,7 @@ def checked_bars(bars: pd.DataFrame) -> pd.DataFrame:
 def _refuse_rows(bars: pd.DataFrame, bad: pd.Series, reason: str) -> None:
     if bad.any():
         row = bars[bad.to_numpy()].iloc[0]
-        raise ValueError(f"bar {row['symbol']} {row['bar_date']}: {reason}")
+        raise ValueError(f"bar {row['symbol']} {row['bar_date']:%Y-%m-%d}: {reason}")
 
 
 def _bar_arrays(bars: pd.DataFrame) -> dict[str, npt.NDArray[Any]]:

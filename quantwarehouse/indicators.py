@@ -263,10 +263,9 @@ def stoch_rsi(
     k_smoothing: int = 3,
     d_smoothing: int = 3,
 ) -> tuple[FloatArray, FloatArray]:
-    """TradingView's Stoch RSI (K, D): K = SMA(stochastic of RSI, k_smoothing), D = SMA(K, d)."""
+    """TradingView's Stoch RSI (K, D): the slow stochastic of RSI itself (its own high and low)."""
     rsi_values = rsi(close, rsi_length)
-    k = sma(stochastic_fast_k(rsi_values, rsi_values, rsi_values, stoch_length), k_smoothing)
-    return k, sma(k, d_smoothing)
+    return stochastic(rsi_values, rsi_values, rsi_values, stoch_length, k_smoothing, d_smoothing)
 
 
 def williams_r(

@@ -175,11 +175,11 @@ def test_no_bars_make_an_empty_table_with_the_schema():
         (lambda b: b.drop(columns="volume"), r"lack column\(s\) \['volume'\]"),
         (
             lambda b: b.assign(close=b["close"].where(b.index != 5)),
-            "bar BTCUSDT 2017-08-22 00:00:00: close is null",
+            "bar BTCUSDT 2017-08-22: close is null",
         ),
         (
             lambda b: pd.concat([b, b.iloc[[3]]]),
-            "bar BTCUSDT 2017-08-20 00:00:00: a second bar on that day",
+            "bar BTCUSDT 2017-08-20: a second bar on that day",
         ),
     ],
 )
