@@ -23,6 +23,7 @@ run: setup
 
 ## Set up and run the whole test suite (what CI runs), then the linters.
 test: setup
+	bash scripts/setup_test_deps.sh
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 	$(MAKE) lint
 

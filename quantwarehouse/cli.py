@@ -15,9 +15,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "quantwarehouse.commands.ingest",
     "quantwarehouse.commands.scan",
     "quantwarehouse.commands.daily_refresh",
+    "quantwarehouse.commands.sql",
+    "quantwarehouse.commands.docs",
+    "quantwarehouse.commands.validate",
 )
 
 log = logging.getLogger("quantwarehouse")
+# Commands that keep stdout for data (sql) configure no logging: errors are printed once, below,
+# not a second time by logging's last-resort handler.
+log.addHandler(logging.NullHandler())
 
 
 class CliError(Exception):

@@ -43,12 +43,17 @@ def con(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, check: bool = False, timeout: float = 600
+    *args: str,
+    env: dict[str, str] | None = None,
+    check: bool = False,
+    timeout: float = 600,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python orchestrate.py ...` in a subprocess, as a user would."""
+    """Run `python orchestrate.py ...` in a subprocess, as a user would (`stdin`: text piped in)."""
     full_env = {**os.environ, **(env or {})}
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "orchestrate.py"), *args],
+        input=stdin,
         capture_output=True,
         text=True,
         env=full_env,
