@@ -77,3 +77,55 @@ def real_sample() -> Path:
             "checkout, as in a user's clone)"
         )
     return REAL_SAMPLE_DIR
+
+
+@pytest.fixture(scope="module")
+def dbt_workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Private dbt target and log folders for one test module (DBT_TARGET_PATH, DBT_LOG_PATH).
+
+    Other dbt runs may use the same project tree at the same time; dbt in-process and the CLI in a
+    subprocess both read these variables.
+    """
+    folder = tmp_path_factory.mktemp("dbt")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DBT_TARGET_PATH", str(folder / "target"))
+        patch.setenv("DBT_LOG_PATH", str(folder / "logs"))
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The dbt project parsed once per session, for `run_dbt(..., manifest=...)` on warehouses
+    named `warehouse.duckdb` (the manifest names relations after the file's stem)."""
+    from quantwarehouse.dbt import parse_project
+
+    folder = tmp_path_factory.mktemp("dbt-parse")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QWH_WAREHOUSE", str(folder / "warehouse.duckdb"))
+        return parse_project(target_path=folder / "target")
+
+
+@pytest.fixture(scope="module")
+def module_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A warehouse path shared by one test module (QWH_WAREHOUSE points at it meanwhile)."""
+    warehouse = tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QWH_WAREHOUSE", str(warehouse))
+        yield warehouse
+
+
+def load_real_sample(warehouse: Path, *intervals: str) -> None:
+    """Load the real sample's files at these intervals through the `files` source, one batch
+    each; skip the test where ../shared is absent."""
+    from ingest.loader import run_load
+    from ingest.options import IngestOptions
+    from ingest.raw_store import RawStore
+    from ingest.sources import build_source
+
+    if not REAL_SAMPLE_DIR.is_dir():
+        pytest.skip(f"real sample not found at {REAL_SAMPLE_DIR}")
+    with duckdb.connect(str(warehouse)) as connection:
+        for interval in intervals:
+            source = build_source("files", IngestOptions(path=REAL_SAMPLE_DIR, interval=interval))
+            summary = run_load(source, RawStore(connection), workers=1)
+            assert summary.status == "success", "\n".join(summary.lines())

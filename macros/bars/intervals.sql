@@ -1,4 +1,4 @@
-{#- Length in seconds of a kline interval column (intraday intervals and 1d). -#}
+{#- Length in seconds of a kline interval column (every fixed-length interval: 1s ... 1d, 3d, 1w; null for 1mo). -#}
 {% macro interval_seconds(column) %}
     case {{ column }}
         when '1s' then 1
@@ -14,6 +14,8 @@
         when '8h' then 28800
         when '12h' then 43200
         when '1d' then 86400
+        when '3d' then 259200
+        when '1w' then 604800
     end
 {% endmacro %}
 

@@ -58,7 +58,9 @@
     The dirty symbols of an incremental run: per symbol, the earliest time of an upstream row
     written by a load batch later than the model's watermark for that symbol (a late revision at any
     old date, a gap filled later, a backfill, a new symbol). Returns rows (symbol, dirty_from).
-    Without a state table (dropped by hand) every symbol is dirty.
+    Without a state table (dropped by hand) every symbol is dirty. The var `symbols` (a list, set
+    by `daily-refresh --symbols`) keeps only those symbols dirty; the others keep their watermark
+    and are picked up by the next run without it.
 
     upstream       relation with symbol, the batch column and the time column
     time_column    the upstream time column
@@ -66,6 +68,7 @@
 #}
 {% macro dirty_symbols(upstream, time_column, batch_column='source_batch_id') %}
     {%- set state = adapter.get_relation(this.database, 'state', this.identifier) -%}
+    {%- set only_symbols = var('symbols', []) -%}
     select
         u.symbol,
         min(u.{{ time_column }}) as dirty_from
@@ -79,7 +82,15 @@
             group by symbol
         ) as s
             on u.symbol = s.symbol
-        where s.symbol is null or u.{{ batch_column }} > s.last_batch_id
     {% endif %}
+    where
+        {% if state is not none %}
+            (s.symbol is null or u.{{ batch_column }} > s.last_batch_id)
+        {% else %}
+            true
+        {% endif %}
+        {% if only_symbols %}
+            and u.symbol in ('{{ only_symbols | map("replace", "'", "''") | join("', '") }}')
+        {% endif %}
     group by u.symbol
 {% endmacro %}

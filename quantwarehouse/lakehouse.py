@@ -1,0 +1,108 @@
+"""Files published for tools outside the warehouse, under `quantwarehouse.paths.lakehouse_dir()`.
+
+`returns_matrix.parquet`: the wide daily returns matrix, one row per UTC date on which any symbol
+has a daily bar (column `bar_date`), one float64 column per symbol (sorted by name) holding the
+one-day simple return close / prev_close - 1 from `returns_daily`. A cell is null when the symbol
+has no bar that day, on its first bar, and when the return spans missing days: a multi-day move is
+not shown as a one-day return (it stays in `returns_daily`, flagged `spans_missing_days`). A day
+aggregated from intraday klines that do not cover it (`is_complete_day` false) keeps its return. The
+file's key-value metadata records the source model, the newest raw load batch behind it (the data
+version), the write time and this convention.
+
+Every file is written atomically: to a temporary file in the same folder, then renamed over the
+old one, so a reader sees the old file or the new one, never a partial one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from quantwarehouse.paths import lakehouse_dir
+
+RETURNS_MATRIX_FILE = "returns_matrix.parquet"
+# Readable by everyone, like a file written with open() (mkstemp's temporary files are private).
+PUBLISHED_FILE_MODE = 0o644
+RETURNS_MATRIX_CONVENTION = (
+    "one-day simple return close / prev_close - 1 from returns_daily; null when the symbol has no "
+    "bar that day, on its first bar, and when the return spans missing days"
+)
+
+# Long form of the matrix: only one-day returns, the others stay empty cells.
+ONE_DAY_RETURNS_SQL = """
+select
+    bar_date,
+    symbol,
+    case when not is_first_bar and not spans_missing_days then simple_return end as simple_return
+from main.returns_daily
+order by bar_date, symbol
+"""
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    path: Path
+    rows: int
+    columns: int
+
+
+def returns_matrix_path(folder: Path | None = None) -> Path:
+    return (folder or lakehouse_dir()) / RETURNS_MATRIX_FILE
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write `table` to `path` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    temp = Path(temp_name)
+    try:
+        pq.write_table(table, temp)
+        temp.chmod(PUBLISHED_FILE_MODE)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def returns_matrix(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The wide matrix (bar_date, then one column per symbol) from `returns_daily`."""
+    long = con.execute(ONE_DAY_RETURNS_SQL).fetch_df()
+    wide = long.pivot(index="bar_date", columns="symbol", values="simple_return")
+    wide = wide.sort_index().reindex(sorted(wide.columns), axis=1).astype("float64")
+    wide.columns.name = None
+    table = pa.Table.from_pandas(wide.reset_index(), preserve_index=False)
+    return table.set_column(0, "bar_date", table.column("bar_date").cast(pa.date32()))
+
+
+def _matrix_metadata(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    newest_batch = con.execute("select max(source_batch_id) from main.returns_daily").fetchone()[0]
+    return {
+        "quantwarehouse.source_model": "returns_daily",
+        "quantwarehouse.source_batch_id": "" if newest_batch is None else str(newest_batch),
+        "quantwarehouse.written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quantwarehouse.values": RETURNS_MATRIX_CONVENTION,
+    }
+
+
+def publish_returns_matrix(
+    con: duckdb.DuckDBPyConnection, folder: Path | None = None
+) -> PublishedFile:
+    """Write `returns_matrix.parquet` from `returns_daily`; return where and how big."""
+    table = returns_matrix(con)
+    metadata = {**(table.schema.metadata or {}), **_encode(_matrix_metadata(con))}
+    table = table.replace_schema_metadata(metadata)
+    path = returns_matrix_path(folder)
+    write_parquet_atomic(table, path)
+    return PublishedFile(path=path, rows=table.num_rows, columns=table.num_columns - 1)
+
+
+def _encode(metadata: dict[str, str]) -> dict[bytes, bytes]:
+    return {key.encode(): value.encode() for key, value in metadata.items()}
