@@ -2,7 +2,8 @@
 
 The rows come ordered by a key and a chunk never splits the rows of one key value: the rows of a
 duplicated key always land in the same chunk, so per-chunk uniqueness is uniqueness over the whole
-table. Memory holds about `chunk_rows` rows (plus, at worst, the rows of one key value).
+table. A chunk holds at most `chunk_rows` rows plus the rows of one key value carried over from the
+previous read, so memory stays bounded however large the table.
 """
 
 from __future__ import annotations
