@@ -154,3 +154,13 @@ def test_changing_data_after_a_rebalance_leaves_its_weights_unchanged(market):
     )
     pd.testing.assert_series_equal(before.daily_returns[:cut], after.daily_returns[:cut])
     assert not before.weights_history[~kept].equals(after.weights_history[~kept])
+
+
+def test_a_rebalance_date_without_any_features_row_holds_cash():
+    features, returns = two_assets(0.5)
+    features = features[pd.to_datetime(features["bar_date"]) != DAYS[12]]
+    result = walk_forward(features, returns, small_profile(), DAYS[10], DAYS[14])
+    by_date = result.rebalances.set_index("rebalance_date")
+    assert by_date.loc[DAYS[12], "method"] == "cash" and by_date.loc[DAYS[12], "universe"] == 0
+    assert (result.weights_history.loc[DAYS[12]] == 0).all()
+    assert result.gross_returns[DAYS[13]] == 0.0

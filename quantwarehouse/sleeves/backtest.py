@@ -161,7 +161,7 @@ def _metadata(inputs: _Inputs, day: pd.Timestamp, symbols: list[str], field: str
         {
             "symbol": symbols,
             "history_days": (day - inputs.first_dates[symbols]).dt.days.to_numpy() + 1,
-            field: inputs.ratings.loc[day, symbols].to_numpy(),
+            field: inputs.ratings.reindex(index=[day], columns=symbols).to_numpy()[0],
         }
     )
 
