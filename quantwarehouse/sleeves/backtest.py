@@ -16,9 +16,11 @@ or a delisting after the rebalance) earns 0 that day, counted in `missing_held_r
 daily return of day t is sum_i w_i,t-1 r_i,t over the drifted weights; on a rebalance date the
 cost is charged at the close: net = (1 + gross) * (1 - cost) - 1. An empty selection holds cash.
 
-`walk_forward` precomputes the wide features and the returns calendar once and computes each
-holding period with array products; `benchmarks/sleeves_bench.walk_forward_loop` is the plain
-pandas loop it is tested and timed against.
+`walk_forward` lays the inputs out once: the rating matrix, the returns over a calendar, prefix
+sums from which each window's efficiency ratio and pattern counts (entropy) come in O(1) per
+symbol, and the rolling volatility of the atom returns for the regime caps; each holding period
+is an array product. `benchmarks/sleeves_bench.walk_forward_loop` is the plain pandas loop it is
+tested and timed against (same decisions; measures equal to rounding, entropy exactly).
 """
 
 from __future__ import annotations
@@ -31,9 +33,16 @@ import numpy as np
 import pandas as pd
 
 from quantwarehouse.sleeves.optimize import optimize
-from quantwarehouse.sleeves.preopt import regime_caps
+from quantwarehouse.sleeves.preopt import caps_from_volatility, regime_caps
 from quantwarehouse.sleeves.profiles import Profile
-from quantwarehouse.sleeves.selection import health_table, select_htr, window_days
+from quantwarehouse.sleeves.selection import (
+    PATTERN_CODES,
+    WindowMeasures,
+    entropy_from_counts,
+    health_table,
+    pattern_codes,
+    select_htr,
+)
 from quantwarehouse.sleeves.synthesis import short_returns, synthesize
 
 BPS = 10_000
@@ -62,9 +71,15 @@ def rebalance_weights(
     health: pd.DataFrame,
     metadata: pd.DataFrame,
     profile: Profile,
+    measures: WindowMeasures | None = None,
+    volatility: pd.DataFrame | None = None,
 ) -> tuple[pd.Series, dict[str, Any]]:
-    """One rebalance: selection, atoms, regime caps, primary optimizer (weights by atom id)."""
-    selection = select_htr(window_returns, health, metadata, profile)
+    """One rebalance: selection, atoms, regime caps, primary optimizer (weights by atom id).
+
+    `measures` and `volatility` (rolling volatility of each symbol's atom returns, the rows whose
+    windows lie inside the lookback window) may come precomputed; else they are computed here.
+    """
+    selection = select_htr(window_returns, health, metadata, profile, measures)
     record: dict[str, Any] = {
         "universe": len(health),
         "healthy": int(health["healthy"].sum()),
@@ -74,7 +89,12 @@ def rebalance_weights(
     if not selection.selected:
         return pd.Series(dtype="float64"), record | {"method": "cash", "fallback": ""}
     atoms = synthesize(window_returns, selection.selected, profile.direction, profile.name)
-    caps = regime_caps(atoms.returns, profile.regime).set_index("atom")["cap"]
+    if volatility is None:
+        regimes = regime_caps(atoms.returns, profile.regime)
+    else:
+        rolling = volatility[selection.selected].to_numpy()
+        regimes = caps_from_volatility(rolling, list(atoms.returns.columns), profile.regime)
+    caps = pd.Series(regimes["cap"].to_numpy(), index=regimes["atom"])
     result = optimize(atoms.returns, profile, caps, methods=(profile.primary_optimizer,))
     return result.final_weights, record | {
         "method": result.chosen_method,
@@ -117,20 +137,44 @@ def hold(weights: np.ndarray, returns: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def turnover_between(new: pd.Series, drifted: pd.Series) -> float:
-    both = new.index.union(drifted.index)
-    return float(
-        (new.reindex(both, fill_value=0.0) - drifted.reindex(both, fill_value=0.0)).abs().sum()
-    )
+    """sum |w_new - w_drifted| over the atoms of either."""
+    before = dict(drifted.items())
+    traded = sum(abs(weight - before.pop(atom, 0.0)) for atom, weight in new.items())
+    return float(traded + sum(abs(weight) for weight in before.values()))
+
+
+def _prefix_sums(values: np.ndarray) -> np.ndarray:
+    """Row prefix sums with a leading zero row: rows [a, b) sum to p[b] - p[a]."""
+    return np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(values, axis=0)])
 
 
 @dataclass(frozen=True)
 class _Inputs:
-    """The features and returns laid out once, as wide frames over a calendar."""
+    """Features and returns laid out once over a calendar, with prefix sums for the measures."""
 
     ratings: pd.DataFrame  # bar_date x symbol, the profile's rating field
-    first_dates: pd.Series  # symbol -> first features date
+    first_dates: dict[str, pd.Timestamp]  # symbol -> first features date
     returns: pd.DataFrame  # every calendar day x symbol
     known: set[str]
+    net: np.ndarray  # prefix sums of ln(1 + r), holes as 0
+    path: np.ndarray  # prefix sums of |ln(1 + r)|
+    patterns: np.ndarray  # per pattern code, prefix counts of runs of three by first day
+    volatility: pd.DataFrame  # rolling stdev of the atom returns (the profile's direction)
+
+    def measures(self, first: int, last: int, symbols: list[str]) -> WindowMeasures:
+        """Entropy and efficiency over calendar rows first..last, from the prefix sums."""
+        columns = self.returns.columns.get_indexer(symbols)
+        net = self.net[last + 1, columns] - self.net[first, columns]
+        path = self.path[last + 1, columns] - self.path[first, columns]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            signed = np.where(path != 0, net / path, 0.0)
+        counts = self.patterns[:, last - 1, columns] - self.patterns[:, first, columns]
+        entropy = entropy_from_counts(counts, last - first - 1)
+        return WindowMeasures(
+            pd.Series(entropy, index=symbols),
+            pd.Series(np.abs(signed), index=symbols),
+            pd.Series(signed, index=symbols),
+        )
 
 
 def _prepare(
@@ -141,11 +185,20 @@ def _prepare(
     dated = returns.set_axis(pd.DatetimeIndex(pd.to_datetime(returns.index)), axis=0)
     first_day = pd.Timestamp(start) - timedelta(days=profile.lookback_days)
     calendar = pd.date_range(min(first_day, dated.index.min()), pd.Timestamp(end), freq="D")
+    wide = dated.reindex(calendar)
+    values = wide.to_numpy(dtype="float64")
+    logs = np.nan_to_num(np.log1p(values))
+    codes = pattern_codes(values)
+    atom_returns = wide if profile.direction == "LONG" else short_returns(wide)
     return _Inputs(
         ratings=ratings,
-        first_dates=frame.groupby("symbol")["bar_date"].min(),
-        returns=dated.reindex(calendar),
+        first_dates=frame.groupby("symbol")["bar_date"].min().to_dict(),
+        returns=wide,
         known=set(returns.columns),
+        net=_prefix_sums(logs),
+        path=_prefix_sums(np.abs(logs)),
+        patterns=np.stack([_prefix_sums(codes == code) for code in PATTERN_CODES]),
+        volatility=atom_returns.rolling(profile.regime.window_days).std(),
     )
 
 
@@ -160,7 +213,7 @@ def _metadata(inputs: _Inputs, day: pd.Timestamp, symbols: list[str], field: str
     return pd.DataFrame(
         {
             "symbol": symbols,
-            "history_days": (day - inputs.first_dates[symbols]).dt.days.to_numpy() + 1,
+            "history_days": [(day - inputs.first_dates[s]).days + 1 for s in symbols],
             field: inputs.ratings.reindex(index=[day], columns=symbols).to_numpy()[0],
         }
     )
@@ -187,12 +240,17 @@ def walk_forward(
     missing_total = 0
     for k, day in enumerate(dates):
         symbols = _universe(inputs, day, profile)
-        window = inputs.returns.reindex(
-            index=window_days(day, profile.lookback_days), columns=symbols
+        last = inputs.returns.index.get_loc(day)
+        first = last - profile.lookback_days + 1
+        window = inputs.returns.iloc[first : last + 1].reindex(columns=symbols)
+        weights, record = rebalance_weights(
+            window,
+            health_table(window, inputs.known),
+            _metadata(inputs, day, symbols, profile.rating_field),
+            profile,
+            inputs.measures(first, last, symbols),
+            inputs.volatility.iloc[first + profile.regime.window_days - 1 : last + 1],
         )
-        health = health_table(window, inputs.known)
-        metadata = _metadata(inputs, day, symbols, profile.rating_field)
-        weights, record = rebalance_weights(window, health, metadata, profile)
         turnovers[day] = turnover_between(weights, drifted)
         costs[day] = turnovers[day] * profile.cost_bps / BPS
         history[day] = weights

@@ -131,7 +131,14 @@ def antifragility(returns: pd.DataFrame) -> pd.DataFrame:
 def regime_caps(returns: pd.DataFrame, settings: RegimeSettings) -> pd.DataFrame:
     """Per-atom regime and weight cap (module docstring); volatilities annualised with 365."""
     rolling = returns.rolling(settings.window_days).std().to_numpy()
-    recent = rolling[-1] if len(rolling) else np.full(returns.shape[1], np.nan)
+    return caps_from_volatility(rolling, list(returns.columns), settings)
+
+
+def caps_from_volatility(
+    rolling: np.ndarray, atoms: list[str], settings: RegimeSettings
+) -> pd.DataFrame:
+    """Regime caps from the atoms' rolling volatility over the window (days x atoms)."""
+    recent = rolling[-1] if len(rolling) else np.full(len(atoms), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a window shorter than window_days
         threshold = np.nanquantile(rolling, settings.quantile, axis=0)
@@ -145,7 +152,7 @@ def regime_caps(returns: pd.DataFrame, settings: RegimeSettings) -> pd.DataFrame
     annualise = np.sqrt(DAYS_PER_YEAR)
     return pd.DataFrame(
         {
-            "atom": returns.columns,
+            "atom": atoms,
             "recent_vol": recent * annualise,
             "vol_threshold": threshold * annualise,
             "high_vol": high_vol,

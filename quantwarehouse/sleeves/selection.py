@@ -40,6 +40,7 @@ One sleeve has one direction, so "per cluster and direction" is per cluster here
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +73,15 @@ class SelectionResult:
     stage_ended: int
     stage_reason: str
     stage_counts: dict[int, int]  # selection size after each stage that ran
+
+
+@dataclass(frozen=True)
+class WindowMeasures:
+    """Selection measures per symbol over one window (signed efficiency not direction-adjusted)."""
+
+    entropy: pd.Series
+    efficiency: pd.Series
+    signed_efficiency: pd.Series
 
 
 @dataclass(frozen=True)
@@ -134,18 +144,33 @@ def aggregate(
     return AggregationResult(window, health_table(window, set(returns.columns)))
 
 
+# Order patterns of three values as codes r0 + 3 r1 + 9 r2 of their ranks: the 3! = 6 of them.
+PATTERN_CODES = tuple(sorted(a + 3 * b + 9 * c for a, b, c in itertools.permutations(range(3))))
+
+
+def pattern_codes(values: np.ndarray) -> np.ndarray:
+    """The order-pattern code of each run of three consecutive rows (T - 2 x N)."""
+    runs = sliding_window_view(values, PATTERN_ORDER, axis=0)  # (T - 2, N, 3)
+    ranks = np.argsort(np.argsort(runs, axis=-1, kind="stable"), axis=-1, kind="stable")
+    return (ranks * PATTERN_ORDER ** np.arange(PATTERN_ORDER)).sum(axis=-1)
+
+
+def entropy_from_counts(counts: np.ndarray, runs: int) -> np.ndarray:
+    """Normalized entropy of pattern counts (6 x N) over `runs` runs of three."""
+    shares = counts / runs
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(shares > 0, -shares * np.log(shares), 0.0)
+    return terms.sum(axis=0) / np.log(len(PATTERN_CODES))
+
+
 def permutation_entropy(returns: pd.DataFrame) -> pd.Series:
     """Normalized permutation entropy of order 3 per column (module docstring); NaN with holes."""
     values = returns.to_numpy(dtype="float64")
     if len(values) < PATTERN_ORDER or values.shape[1] == 0:
         return pd.Series(np.nan, index=returns.columns)
-    runs = sliding_window_view(values, PATTERN_ORDER, axis=0)  # (T - 2, N, 3)
-    ranks = np.argsort(np.argsort(runs, axis=-1, kind="stable"), axis=-1, kind="stable")
-    codes = (ranks * PATTERN_ORDER ** np.arange(PATTERN_ORDER)).sum(axis=-1)
-    shares = np.stack([(codes == code).mean(axis=0) for code in np.unique(codes)])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(shares > 0, -shares * np.log(shares), 0.0)
-    entropy = terms.sum(axis=0) / np.log(6.0)  # 3! patterns
+    codes = pattern_codes(values)
+    counts = np.stack([(codes == code).sum(axis=0) for code in PATTERN_CODES])
+    entropy = entropy_from_counts(counts, len(codes))
     entropy[np.isnan(values).any(axis=0)] = np.nan
     return pd.Series(entropy, index=returns.columns)
 
@@ -157,6 +182,14 @@ def efficiency_ratio(returns: pd.DataFrame, signed: bool = False) -> pd.Series:
     net = logs.sum(skipna=False)
     ratio = (net if signed else net.abs()) / path.where(path > 0)
     return ratio.where(path != 0, 0.0).where(path.notna())
+
+
+def window_measures(window: pd.DataFrame) -> WindowMeasures:
+    return WindowMeasures(
+        permutation_entropy(window),
+        efficiency_ratio(window),
+        efficiency_ratio(window, signed=True),
+    )
 
 
 def metadata_as_of(
@@ -220,16 +253,22 @@ def candidate_rows(
     health: pd.DataFrame,
     metadata: pd.DataFrame,
     profile: Profile,
+    measures: WindowMeasures | None = None,
 ) -> dict[str, Row]:
-    """One row per candidate, best first: health, metadata, measures, score, cluster, vetoes."""
+    """One row per candidate, best first: health, metadata, measures, score, cluster, vetoes.
+
+    `measures` (over at least the healthy candidates) may come precomputed, as in the backtest.
+    """
     meta = _metadata_rows(metadata, profile.rating_field)
     symbols = health["symbol"].tolist()
     healthy = dict(zip(symbols, health["healthy"].astype(bool), strict=True))
     window = window_returns[[s for s in symbols if healthy[s]]]
     sign = 1.0 if profile.direction == "LONG" else -1.0
-    entropy = permutation_entropy(window).to_dict()
-    efficiency = efficiency_ratio(window).to_dict()
-    signed = efficiency_ratio(window, signed=True).to_dict()
+    measures = measures or window_measures(window)
+    entropy, efficiency, signed = (
+        m.reindex(window.columns).to_dict()
+        for m in (measures.entropy, measures.efficiency, measures.signed_efficiency)
+    )
     clusters = correlation_clusters(window, profile.clusters).labels.to_dict()
     minimum = profile.selection.min_history_days
     nan = float("nan")
@@ -360,6 +399,7 @@ def select_htr(
     health: pd.DataFrame,
     metadata: pd.DataFrame,
     profile: Profile,
+    measures: WindowMeasures | None = None,
 ) -> SelectionResult:
     """HTR selection in up to four stages (module docstring), with a decision per candidate.
 
@@ -367,7 +407,7 @@ def select_htr(
     field (e.g. from `metadata_as_of`); extra columns are ignored.
     """
     settings = profile.selection
-    rows = candidate_rows(window_returns, health, metadata, profile)
+    rows = candidate_rows(window_returns, health, metadata, profile, measures)
     strict = Thresholds(settings.entropy_cap, settings.efficiency_floor)
     relaxed = strict.relaxed()
     picks = _Picks(rows)
