@@ -18,6 +18,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "quantwarehouse.commands.sql",
     "quantwarehouse.commands.docs",
     "quantwarehouse.commands.validate",
+    "quantwarehouse.commands.production",
+    "quantwarehouse.commands.refresh_sleeves",
+    "quantwarehouse.commands.audit",
 )
 
 log = logging.getLogger("quantwarehouse")
