@@ -13,20 +13,19 @@
     {%- set keys = config.get('partition_keys', ['symbol']) -%}
     {%- set range_column = config.require('range_column') -%}
     {%- set columns = arg_dict['dest_columns'] | map(attribute='quoted') | join(', ') -%}
+    {#- A join, not a correlated `exists`: DuckDB plans the latter as a delim join over every stored
+        row (100 s instead of 5 s on 64 million rows). -#}
     delete from {{ target }} as existing
-    where exists (
-        select 1
-        from (
-            select {{ keys | join(', ') }}, min({{ range_column }}) as range_start
-            from {{ temp }}
-            group by {{ keys | join(', ') }}
-        ) as recomputed
-        where
-            {% for key in keys -%}
-                existing.{{ key }} = recomputed.{{ key }} and
-            {% endfor -%}
-            existing.{{ range_column }} >= recomputed.range_start
-    );
+    using (
+        select {{ keys | join(', ') }}, min({{ range_column }}) as range_start
+        from {{ temp }}
+        group by {{ keys | join(', ') }}
+    ) as recomputed
+    where
+        {% for key in keys -%}
+            existing.{{ key }} = recomputed.{{ key }} and
+        {% endfor -%}
+        existing.{{ range_column }} >= recomputed.range_start;
     insert into {{ target }} ({{ columns }})
     select {{ columns }} from {{ temp }}
 {% endmacro %}

@@ -1,0 +1,20 @@
+"""EMAs over the calendar bars on ISO weeks (bars_cal_iso).
+
+One row per (symbol, tf, period, bar_date); the logic lives in quantwarehouse/ema.py.
+"""
+
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from quantwarehouse.ema import ema_model
+
+
+def model(dbt: Any, session: duckdb.DuckDBPyConnection) -> pa.Table:
+    # dbt makes a Python model a table unless the model itself says otherwise; the rest of the
+    # incremental contract is set for the folder in dbt_project.yml.
+    dbt.config(materialized="incremental")
+    # The periods come from var ema_periods through the model's YAML config.
+    periods = dbt.config.get("ema_periods")
+    return ema_model(dbt, session, dbt.ref("bars_cal_iso"), periods, daily=False)
