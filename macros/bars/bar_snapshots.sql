@@ -1,0 +1,261 @@
+{#
+    The pieces every bar family (bars_multi_tf, bars_cal_*, bars_cal_anchor_*) shares. A family
+    places each row of int_bars_1d_sequenced in a bar per timeframe; `bar_snapshot_select` turns
+    those placed rows into snapshot rows: one per daily close inside a bar, with the bar's OHLCV so
+    far and its quality flags. Every value of a row depends only on the rows of its bar up to that
+    day, plus (for the missing days at a bar's end) whether the symbol's next row lies in a later bar.
+#}
+
+{#- A date moved by a whole number of days (dbt.dateadd returns a timestamp on some engines). -#}
+{% macro add_days(date_expression, days) %}
+    cast({{ dbt.dateadd('day', days, date_expression) }} as date)
+{% endmacro %}
+
+{#-
+    One bigint per (symbol, tf, bar) to partition windows by: up to 63 timeframes per family,
+    2^26 - 1 bars per symbol and 2^21 symbols (keys stay below 2^53, so the divisions in
+    bar_key_part(), which takes a key apart again, are exact).
+-#}
+{% macro bar_partition_key(symbol_id, tf_id, bar_seq) %}
+    ({{ symbol_id }} * 64 + {{ tf_id }}) * 67108864 + {{ bar_seq }}
+{% endmacro %}
+
+{% macro bar_key_part(bar_key, part) %}
+    {%- if part == 'symbol' -%}
+        cast(floor({{ bar_key }} / (64.0 * 67108864)) as bigint)
+    {%- elif part == 'tf' -%}
+        cast(floor({{ bar_key }} / 67108864.0) as bigint) - 64 * cast(floor({{ bar_key }} / (64.0 * 67108864)) as bigint)
+    {%- else -%}
+        {{ bar_key }} - cast(floor({{ bar_key }} / 67108864.0) as bigint) * 67108864
+    {%- endif -%}
+{% endmacro %}
+
+{#
+    The symbols of `days` numbered 1, 2, ... (symbol_id), with each symbol's first date: window
+    partitions and joins on one number are much cheaper than on text. The numbers are only valid
+    within one run.
+#}
+{% macro numbered_symbols(days) %}
+    select
+        symbol,
+        first_date,
+        cast(row_number() over (order by symbol asc nulls last) as bigint) as symbol_id
+    from (
+        select
+            symbol,
+            min(first_date) as first_date
+        from {{ days }}
+        group by symbol
+    ) as distinct_symbols
+{% endmacro %}
+
+{#
+    Snapshot rows of bars.
+      placed      one row per (symbol, tf, daily row): symbol_id, tf_id, bar_seq and the
+                  int_bars_1d_sequenced columns day_seq, bar_date, open, high, low, volume,
+                  quote_volume, source_batch_id, gap_count
+      days        the int_bars_1d_sequenced rows placed, with their symbol_id
+      symbols     numbered_symbols()
+      timeframes  timeframes_relation()
+      gaps        numbered_gaps()
+      periods     calendar bars: (bar_date, tf_id, bar_start_date, bar_end_date); none for rolling
+                  bars (bars_multi_tf), which start at their first row, span tf_units rows and are
+                  expected to end tf_units - pos_in_bar days after the current row
+
+    Missing days (calendar days of the bar's span with no daily row) are counted at the start (from
+    the nominal start to the bar's first row, unless that start precedes the symbol's history: then
+    the bar is a partial start instead), in the interior (between the bar's rows so far) and at the
+    end (after the last row of a bar the symbol has moved past, up to the bar's end). Rolling bars
+    span rows, so only their interior can miss days.
+
+    time_high / time_low are those of the earliest daily row reaching the running high / low. The
+    running high changes only at a row setting a new high, so the rows sharing a running high form
+    a run that starts at that row: the earliest time among the run's rows at that high is its.
+
+    Cost: every row goes through one sorted window pass, and a window carries every column of its
+    input through its sort; so that pass gets only the columns it needs, partitions by one bigint
+    per bar, and the other columns are joined on afterwards.
+#}
+{% macro bar_snapshot_select(placed, days, symbols, timeframes, gaps, periods=none) %}
+    with running as (
+        select
+            bar_key,
+            day_seq,
+            bar_date,
+            high,
+            low,
+            cast(row_number() over bar_so_far as integer) as count_days,
+            first_value(bar_date) over bar_so_far as first_row_date,
+            first_value(open) over bar_so_far as bar_open,
+            first_value(gap_count) over bar_so_far as first_row_gap_count,
+            max(high) over bar_so_far as bar_high,
+            min(low) over bar_so_far as bar_low,
+            sum(volume) over bar_so_far as bar_volume,
+            sum(quote_volume) over bar_so_far as bar_quote_volume,
+            max(source_batch_id) over bar_so_far as bar_source_batch_id
+        from (
+            select
+                {{ bar_partition_key('symbol_id', 'tf_id', 'bar_seq') }} as bar_key,
+                day_seq,
+                bar_date,
+                open,
+                high,
+                low,
+                volume,
+                quote_volume,
+                source_batch_id,
+                gap_count
+            from {{ placed }}
+        ) as keyed
+        window bar_so_far as (
+            partition by bar_key order by day_seq asc nulls last
+            rows between unbounded preceding and current row
+        )
+    ),
+
+    -- The parts of the bar key, and the daily row's other columns.
+    with_days as (
+        select
+            r.*,
+            {{ bar_key_part('r.bar_key', 'symbol') }} as symbol_id,
+            {{ bar_key_part('r.bar_key', 'tf') }} as tf_id,
+            {{ bar_key_part('r.bar_key', 'bar') }} as bar_seq,
+            d.close,
+            d.time_high,
+            d.time_low,
+            d.next_bar_date,
+            d.last_gap_end
+        from running as r
+        inner join {{ days }} as d
+            on {{ bar_key_part('r.bar_key', 'symbol') }} = d.symbol_id and r.day_seq = d.day_seq
+    ),
+
+    high_times as (
+        select
+            bar_key,
+            bar_high,
+            min(case when high = bar_high then time_high end) as bar_time_high
+        from with_days
+        group by bar_key, bar_high
+    ),
+
+    low_times as (
+        select
+            bar_key,
+            bar_low,
+            min(case when low = bar_low then time_low end) as bar_time_low
+        from with_days
+        group by bar_key, bar_low
+    ),
+
+    shaped as (
+        select
+            r.*,
+            s.symbol,
+            t.tf,
+            ht.bar_time_high,
+            lt.bar_time_low,
+            {% if periods is none -%}
+                r.first_row_date as bar_start_date,
+                {{ add_days('r.bar_date', 't.tf_units - r.count_days') }} as bar_end_date,
+                cast(t.tf_units as integer) as tf_days,
+                r.count_days as pos_in_bar,
+                false as is_partial_start,
+                false as is_next_in_later_bar
+            {%- else -%}
+                p.bar_start_date,
+                p.bar_end_date,
+                cast({{ dbt.datediff('p.bar_start_date', 'p.bar_end_date', 'day') }} + 1 as integer) as tf_days,
+                cast({{ dbt.datediff('p.bar_start_date', 'r.bar_date', 'day') }} + 1 as integer) as pos_in_bar,
+                p.bar_start_date < s.first_date as is_partial_start,
+                coalesce(r.next_bar_date > p.bar_end_date, false) as is_next_in_later_bar
+            {%- endif %}
+        from with_days as r
+        inner join {{ symbols }} as s on r.symbol_id = s.symbol_id
+        inner join {{ timeframes }} as t on r.tf_id = t.tf_id
+        inner join high_times as ht on r.bar_key = ht.bar_key and r.bar_high = ht.bar_high
+        inner join low_times as lt on r.bar_key = lt.bar_key and r.bar_low = lt.bar_low
+        {% if periods is not none -%}
+            inner join {{ periods }} as p on r.bar_date = p.bar_date and r.tf_id = p.tf_id
+        {%- endif %}
+    ),
+
+    counted as (
+        select
+            *,
+            cast(
+                case
+                    when is_partial_start then 0
+                    else {{ dbt.datediff('bar_start_date', 'first_row_date', 'day') }}
+                end as integer
+            ) as count_missing_start,
+            cast(
+                {{ dbt.datediff('first_row_date', 'bar_date', 'day') }} + 1 - count_days as integer
+            ) as count_missing_interior,
+            cast(
+                case
+                    when is_next_in_later_bar then {{ dbt.datediff('bar_date', 'bar_end_date', 'day') }}
+                    else 0
+                end as integer
+            ) as count_missing_end
+        from shaped
+    ),
+
+    -- The number (gap_count) of the bar's first gap: the first gap after its first row.
+    with_first_gap as (
+        select
+            *,
+            case when count_missing_interior > 0 then first_row_gap_count + 1 end as first_gap_number
+        from counted
+    )
+
+    select
+        c.symbol,
+        c.tf,
+        c.bar_date,
+        c.bar_seq,
+        c.bar_start_date,
+        c.bar_end_date,
+        c.tf_days,
+        c.pos_in_bar,
+        c.count_days,
+        c.bar_open as open,
+        c.bar_high as high,
+        c.bar_low as low,
+        c.close,
+        c.bar_volume as volume,
+        c.bar_quote_volume as quote_volume,
+        c.bar_time_high as time_high,
+        c.bar_time_low as time_low,
+        c.is_partial_start,
+        c.pos_in_bar < c.tf_days as is_partial_end,
+        c.count_missing_start + c.count_missing_interior + c.count_missing_end > 0 as is_missing_days,
+        c.count_missing_start + c.count_missing_interior + c.count_missing_end as count_missing_days,
+        c.count_missing_start,
+        c.count_missing_interior,
+        c.count_missing_end,
+        case
+            when c.count_missing_start > 0 then c.bar_start_date
+            when c.count_missing_interior > 0 then g.gap_start
+            when c.count_missing_end > 0 then {{ add_days('c.bar_date', 1) }}
+        end as first_missing_day,
+        case
+            when c.count_missing_end > 0 then c.bar_end_date
+            when c.count_missing_interior > 0 then c.last_gap_end
+            when c.count_missing_start > 0 then {{ add_days('c.first_row_date', -1) }}
+        end as last_missing_day,
+        c.bar_source_batch_id as source_batch_id,
+        '{{ invocation_id }}' as invocation_id
+    from with_first_gap as c
+    left join {{ gaps }} as g on c.symbol_id = g.symbol_id and c.first_gap_number = g.gap_count
+{% endmacro %}
+
+{#- The gaps of `days` (numbered per symbol by gap_count): the first missing day of each. -#}
+{% macro numbered_gaps(days) %}
+    select
+        symbol_id,
+        gap_count,
+        {{ add_days('prev_bar_date', 1) }} as gap_start
+    from {{ days }}
+    where has_gap_before
+{% endmacro %}

@@ -1,0 +1,87 @@
+{{
+    config(
+        range_column='bar_date',
+        partition_keys=['symbol', 'tf'],
+        post_hook="{{ update_state() }}",
+    )
+}}
+-- Rolling N-day bars in observation order, as snapshots: the k-th daily row of a symbol falls in bar
+-- floor((k-1)/N)+1 at position ((k-1) mod N)+1, counting from the symbol's first row. Timeframes:
+-- var multi_tf_days. k counts the symbol's whole history (int_bars_1d_sequenced.day_seq), so a row
+-- inserted before others (a gap filled later, a backfill) moves every later row: the recompute
+-- starts at the bar holding it.
+
+with sequenced as (
+    select * from {{ ref('int_bars_1d_sequenced') }}
+),
+
+timeframes as (
+    {{ timeframes_relation(multi_tf_timeframes()) }}
+),
+
+{% if is_incremental() %}
+    dirty as (
+        {{ dirty_symbols(ref('int_bars_1d_sequenced'), 'bar_date') }}
+    ),
+
+    -- Per symbol and timeframe, the first row (k) of the bar holding the earliest touched row.
+    recompute_from as (
+        select
+            s.symbol,
+            t.tf_id,
+            cast(floor((s.day_seq - 1) / (1.0 * t.tf_units)) as bigint) * t.tf_units + 1 as day_seq
+        from sequenced as s
+        inner join dirty on s.symbol = dirty.symbol and s.bar_date = dirty.dirty_from
+        cross join timeframes as t
+    ),
+{% endif %}
+
+scoped_days as (
+    select s.*
+    from sequenced as s
+    {% if is_incremental() %}
+        inner join (
+            select
+                symbol,
+                min(day_seq) as scope_start_seq
+            from recompute_from
+            group by symbol
+        ) as scope
+            on s.symbol = scope.symbol and s.day_seq >= scope.scope_start_seq
+    {% endif %}
+),
+
+symbols as (
+    {{ numbered_symbols('scoped_days') }}
+),
+
+days as (
+    select
+        d.*,
+        s.symbol_id
+    from scoped_days as d
+    inner join symbols as s on d.symbol = s.symbol
+),
+
+gaps as (
+    {{ numbered_gaps('days') }}
+),
+
+placed as (
+    select
+        d.*,
+        t.tf_id,
+        cast(floor((d.day_seq - 1) / (1.0 * t.tf_units)) as bigint) + 1 as bar_seq
+    from days as d
+    cross join timeframes as t
+    {% if is_incremental() %}
+        inner join recompute_from as r
+            on d.symbol = r.symbol and t.tf_id = r.tf_id and d.day_seq >= r.day_seq
+    {% endif %}
+),
+
+final as (
+    {{ bar_snapshot_select('placed', 'days', 'symbols', 'timeframes', 'gaps') }}
+)
+
+select * from final
