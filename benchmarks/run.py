@@ -15,7 +15,11 @@ from pathlib import Path
 from benchmarks.harness import Case, Metrics, peak_rss_mb, run_case_in_subprocess
 
 # Modules holding `CASES: list[Case]`; each issue adds its own.
-CASE_MODULES: tuple[str, ...] = ("benchmarks.ingest_bench", "benchmarks.ema_bench")
+CASE_MODULES: tuple[str, ...] = (
+    "benchmarks.ingest_bench",
+    "benchmarks.ema_bench",
+    "benchmarks.sleeves_bench",
+)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 

@@ -1,4 +1,6 @@
-"""Walk-forward backtest: the plain pandas loop against `quantwarehouse.sleeves.backtest`.
+"""Sleeve benchmarks: the walk-forward backtest against a plain pandas loop, and refresh-sleeves.
+
+Walk-forward backtest: the plain pandas loop against `quantwarehouse.sleeves.backtest`.
 
 `walk_forward_loop` is the straightforward version, kept as the baseline (and as the reference
 the tests compare `walk_forward` with): at each rebalance it filters the long features frame and
@@ -7,18 +9,35 @@ day and atom by atom. Both make the same decisions through `rebalance_weights`.
 
 `synthetic_market` builds the inputs: sector-factor returns with holes, late listings, and
 ratings that follow 20-day momentum (in 1/15 steps, like the MA rating's 15 votes).
+
+refresh-sleeves (`sleeve_refresh_<preset>`, presets demo and bench): the preset ingested up to the
+day before its last and every layer built (prepared once per benchmark folder, timed; for bench
+the base of benchmarks/refresh_bench is the same and is shared), then `orchestrate.py
+refresh-sleeves` with the source up to the last day: the one-day data refresh, then the four
+ratings sleeves in parallel, complete (validation and post-analysis included). Figures: the wall
+time, the refresh's, each sleeve's, each production step's mean and max over the sleeves (from
+their run manifests), each sleeve's peak memory and the case's (largest process).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import date
+import json
+import re
+import shutil
+import subprocess
+import sys
+from datetime import date, datetime, timedelta
 from importlib import import_module
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from benchmarks.harness import Case, Metrics, timed
+from ingest.synthetic import resolve_preset
+from quantwarehouse.paths import REPO_ROOT
 from quantwarehouse.sleeves.backtest import (
     BPS,
     BacktestResult,
@@ -134,6 +153,7 @@ def compare(optimizer: str, symbols: int, days: int) -> Metrics:
     loop_s, baseline = timed(lambda: walk_forward_loop(features, returns, profile, start, end))
     fast_s, fast = timed(lambda: walk_forward(features, returns, profile, start, end))
     gap = float((baseline.daily_returns - fast.daily_returns).abs().max())
+    asset_days = symbols * len(fast.daily_returns)  # every symbol, every backtested day
     return {
         "symbols": symbols,
         "days": days,
@@ -141,11 +161,116 @@ def compare(optimizer: str, symbols: int, days: int) -> Metrics:
         "loop_s": round(loop_s, 2),
         "walk_forward_s": round(fast_s, 2),
         "speedup": round(loop_s / fast_s, 2),
+        "loop_asset_days_per_s": round(asset_days / loop_s),
+        "walk_forward_asset_days_per_s": round(asset_days / fast_s),
         "max_abs_return_difference": gap,
     }
 
 
+# -- refresh-sleeves ---------------------------------------------------------------------------
+
+
+def last_day(preset: str) -> date:
+    return resolve_preset(preset).end
+
+
+def prepared_base(root: Path, preset: str) -> tuple[Path, dict[str, Any]]:
+    """The preset up to the day before its last, every layer built (once per folder)."""
+    from benchmarks import refresh_bench  # its base, data folders and CLI runner
+
+    if preset == refresh_bench.PRESET:
+        return refresh_bench.base(root)
+    folder = root / f"sleeves-base-{preset}"
+    figures_file = folder / "prepared.json"
+    if not figures_file.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "data").mkdir(parents=True)
+        until = str(last_day(preset) - timedelta(days=1))
+        ingest = ["ingest", "--source", "synthetic", "--preset", preset, "--until", until]
+        ingest_s, _ = timed(lambda: refresh_bench.orchestrate(folder, *ingest, "--quiet"))
+        build = ["daily-refresh", "--bars", "--returns", "--emas", "--features", "--quiet"]
+        build_s, _ = timed(lambda: refresh_bench.orchestrate(folder, *build))
+        figures = {"ingest_s": round(ingest_s, 1), "full_build_s": round(build_s, 1)}
+        figures_file.write_text(json.dumps(figures))
+    return folder, json.loads(figures_file.read_text())
+
+
+def sleeve_manifests(folder: Path) -> list[dict[str, Any]]:
+    runs = (folder / "data" / "runs").glob("*/run_manifest.json")
+    return [
+        m for m in (json.loads(p.read_text()) for p in runs) if "stages" in m and "profile" in m
+    ]
+
+
+def refresh_sleeves(preset: str, workdir: Path) -> Metrics:
+    from benchmarks import refresh_bench
+
+    base, prepared = prepared_base(workdir.parent, preset)
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "data").mkdir(parents=True)
+    shutil.copyfile(base / "data" / "warehouse.duckdb", workdir / "data" / "warehouse.duckdb")
+    config = workdir / "refresh.yml"
+    config.write_text(
+        f"source:\n  name: synthetic\n  options:\n    preset: {preset}\n"
+        f"    until: {last_day(preset)}\n"
+    )
+    # A quality gate failing for some symbols fails the refresh; the sleeves still run (and
+    # are timed) on what it wrote, and the figures say how the refresh ended.
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "orchestrate.py"),
+        "refresh-sleeves",
+        "--refresh-config",
+        str(config),
+        "--run-after-failed-refresh",
+    ]
+    wall, result = timed(
+        lambda: subprocess.run(
+            command,
+            env=refresh_bench.environment(workdir),
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=REPO_ROOT,
+        )
+    )
+    refresh = re.search(r"data refresh: (\w+).* in ([0-9.]+)s\n", result.stdout)
+    manifests = sleeve_manifests(workdir)
+    figures: Metrics = {
+        "refresh_sleeves_s": round(wall, 1),
+        "exit_status": result.returncode,
+        "data_refresh": refresh.group(1) if refresh else "not found",
+        "data_refresh_s": float(refresh.group(2)) if refresh else "not found",
+        "sleeves": len(manifests),
+        "base_ingest_s": prepared["ingest_s"],
+        "base_full_build_s": prepared["full_build_s"],
+    }
+    for manifest in sorted(manifests, key=lambda m: m["profile"]):
+        began = datetime.fromisoformat(manifest["created_at"])
+        ended = datetime.fromisoformat(manifest["finished_at"])
+        figures[f"{manifest['profile']} s"] = round((ended - began).total_seconds(), 1)
+        figures[f"{manifest['profile']} peak_rss_mb"] = manifest["peak_rss_mb"]
+        figures[f"{manifest['profile']} status"] = manifest["status"]
+    steps = pd.DataFrame(
+        [{"step": s["name"], "s": s["seconds"] or 0.0} for m in manifests for s in m["stages"]]
+    )
+    for step, seconds in steps.groupby("step", sort=False)["s"]:
+        figures[f"step {step} mean s"] = round(float(seconds.mean()), 2)
+        figures[f"step {step} max s"] = round(float(seconds.max()), 2)
+    return figures
+
+
 CASES = [
+    Case(
+        "sleeve_refresh_demo",
+        "refresh-sleeves on the demo preset (60 symbols x 3 years): one-day refresh + 4 sleeves",
+        lambda workdir: refresh_sleeves("demo", workdir),
+    ),
+    Case(
+        "sleeve_refresh_bench",
+        "refresh-sleeves on the bench preset (500 symbols x 8 years): one-day refresh + 4 sleeves",
+        lambda workdir: refresh_sleeves("bench", workdir),
+    ),
     Case(
         "sleeve_backtest_equal_weight",
         "walk-forward, 120 symbols x 3 years, weekly, equal weight: loop vs walk_forward",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 
 class WarehouseLockedError(RuntimeError):
@@ -71,7 +72,29 @@ def read_holder(lock_file: Path) -> LockHolder | None:
         return None
 
 
-class WriterLock:
+class _CommandLock:
+    """A lock held for the duration of a command (`with ...:`); subclasses acquire and release."""
+
+    def acquire(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class WriterLock(_CommandLock):
     """Context manager holding the warehouse writer lock for the duration of a command."""
 
     def __init__(self, warehouse: Path, run_id: str, command: str) -> None:
@@ -112,18 +135,6 @@ class WriterLock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> WriterLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
 
 def current_writer(warehouse: Path) -> LockHolder | None:
     """The live holder of the writer lock, or None when no writer is running."""
@@ -140,7 +151,7 @@ def current_writer(warehouse: Path) -> LockHolder | None:
     return None
 
 
-class ReaderLock:
+class ReaderLock(_CommandLock):
     """Context manager for a long read-only user of the warehouse (a sleeve production run): it
     shares the lock with other readers and keeps writers out until it is released."""
 
@@ -198,18 +209,6 @@ class ReaderLock:
             os.close(self._fd)
             self._fd = None
         self._unregister()
-
-    def __enter__(self) -> ReaderLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 def current_readers(warehouse: Path) -> list[LockHolder]:

@@ -33,6 +33,7 @@ import logging
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import time
@@ -212,6 +213,11 @@ def selected_symbols(decisions: pd.DataFrame) -> list[str]:
 def ordered_atoms(atoms: pd.DataFrame) -> list[str]:
     """The atom ids of sleeve_atoms in synthesis order."""
     return atoms.sort_values("atom_order")["atom"].tolist()
+
+
+def atom_matrix(atoms: pd.DataFrame, atom_returns: pd.DataFrame) -> pd.DataFrame:
+    """sleeve_atom_returns as a date x atom matrix, the atoms in synthesis order."""
+    return wide(atom_returns, "atom_return", key="atom")[ordered_atoms(atoms)]
 
 
 def inject_sign_error(
@@ -506,6 +512,7 @@ class RunManifest:
     finished_at: str | None = None
     failed_step: str | None = None
     error: str | None = None
+    peak_rss_mb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -540,6 +547,8 @@ class RunManifest:
     def close(self, failed_step: str | None, error: str | None) -> None:
         self.status = "failed" if failed_step else "success"
         self.failed_step, self.error, self.finished_at = failed_step, error, utc_now()
+        # Linux reports KiB: the run's peak memory, dbt and the models included (one process).
+        self.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         self.save()
 
 
@@ -630,6 +639,8 @@ class RunDbt:
                 )
             finally:
                 _release_duckdb()
+        if isinstance(outcome.exception, KeyboardInterrupt):  # dbtRunner returns it, we stop
+            raise outcome.exception
         if outcome.exception is not None:
             raise DbtRunError(f"dbt build could not run: {one_line(str(outcome.exception))}")
         nodes = tuple(_node_result(r) for r in getattr(outcome.result, "results", None) or [])
@@ -677,11 +688,10 @@ def _failure_text(node: NodeResult) -> str:
 
 # -- hashes and metrics of the run's tables ------------------------------------------------------
 
-# Order-independent content hash of a table: the rows as text, each hashed, sorted, hashed again.
-TABLE_HASH_SQL = (
-    "select count(*), sha256(coalesce(string_agg(md5(t::varchar), '' "
-    "order by md5(t::varchar)), '')) from {relation} as t"
-)
+# Order-independent content hash of a table: its row count and the sum of DuckDB's 64-bit hash
+# of every whole row (a sum, not an xor, so that two equal rows do not cancel out). Fast enough
+# for the warehouse's largest tables; the values are DuckDB's (its version is in the genesis).
+TABLE_HASH_SQL = "select count(*), coalesce(sum(hash(t)::hugeint), 0) from {relation} as t"
 
 
 @contextmanager
@@ -699,8 +709,9 @@ ABSENT = "absent"
 
 
 def table_hash(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[int, str]:
-    rows, digest = con.execute(TABLE_HASH_SQL.format(relation=relation)).fetchone()
-    return int(rows), str(digest)
+    """(rows, sha256 of the rows and the row-hash sum) of one table."""
+    rows, total = con.execute(TABLE_HASH_SQL.format(relation=relation)).fetchone()
+    return int(rows), hashlib.sha256(f"{rows}:{total}".encode()).hexdigest()
 
 
 def combined_hash(hashes: Mapping[str, str]) -> str:
@@ -1001,18 +1012,12 @@ def run_production(options: ProductionOptions, prepared: PreparedRun | None = No
         handler = _run_log_handler(params.run_dir / LOG_FILE)
         try:
             run.run()
-        finally:
+        finally:  # an interrupted run gets its INDEX.md too, saying where it stopped
             logging.getLogger().removeHandler(handler)
             handler.close()
-    outcome = RunOutcome(
-        params.run_id,
-        params.run_dir,
-        prepared.profile.name,
-        run.manifest,
-        time.perf_counter() - started,
-    )
-    reports.write_index(params.run_dir, run.manifest.to_dict())
-    return outcome
+            reports.write_index(params.run_dir, run.manifest.to_dict())
+    seconds = time.perf_counter() - started
+    return RunOutcome(params.run_id, params.run_dir, prepared.profile.name, run.manifest, seconds)
 
 
 def _run_log_handler(path: Path) -> logging.Handler:

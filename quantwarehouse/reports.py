@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from quantwarehouse.production import RunParams, linkage_matrix, stage_detail, wide
+from quantwarehouse.production import RunParams, atom_matrix, linkage_matrix, stage_detail
 from quantwarehouse.sleeves.metrics import performance_metrics
 from quantwarehouse.sleeves.profiles import Profile
 
@@ -118,7 +118,7 @@ class ReportInputs:
 def report_inputs(params: RunParams, tables: Mapping[str, pd.DataFrame]) -> ReportInputs:
     """ReportInputs from the run tables by short name (see the sleeve_portfolio model)."""
     atoms = tables["atoms"].sort_values("atom_order").reset_index(drop=True)
-    atom_returns = wide(tables["atom_returns"], "atom_return", key="atom")[atoms["atom"]]
+    atom_returns = atom_matrix(atoms, tables["atom_returns"])
     validation = None
     if "backtest" in tables:
         ledger = tables["backtest"].sort_values("bar_date").reset_index(drop=True)
@@ -261,7 +261,7 @@ def weights_png(matrix: pd.DataFrame, symbols: pd.Series) -> bytes:
     axis.invert_yaxis()
     axis.set_xlabel("weight (%)", fontsize=8)
     _style(axis, "Weights by optimizer")
-    axis.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=4)
+    axis.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=4)
     return _png(figure)
 
 
@@ -311,6 +311,12 @@ def atom_paths_png(inputs: ReportInputs) -> bytes:
     return _png(figure)
 
 
+def backtest_equity_png(validation: Validation) -> bytes:
+    ledger = validation.ledger.set_index(pd.to_datetime(validation.ledger["bar_date"]))
+    net = ledger[["net_return"]].rename(columns={"net_return": "net of costs"})
+    return equity_drawdown_png(net, "Walk-forward backtest")
+
+
 def turnover_png(validation: Validation) -> bytes:
     rebalances = validation.ledger[validation.ledger["is_rebalance"]]
     figure, axis = _figure(1, 3.0)
@@ -358,14 +364,11 @@ def write_post_analysis(run_dir: Path, inputs: ReportInputs) -> pd.DataFrame:
         ("atom_paths", "Atoms over the lookback window", lambda: atom_paths_png(inputs)),
     ]
     if inputs.validation is not None:
-        ledger = inputs.validation.ledger.set_index(
-            pd.to_datetime(inputs.validation.ledger["bar_date"])
-        )
         plots += [
             (
                 "backtest_equity",
                 "Walk-forward equity and drawdown (net of costs)",
-                lambda: equity_drawdown_png(ledger[["net_return"]], "Walk-forward backtest"),
+                lambda: backtest_equity_png(inputs.validation),
             ),
             (
                 "backtest_turnover",
@@ -560,7 +563,7 @@ def _validation_section(inputs: ReportInputs) -> str:
             f"{inputs.profile.cost_bps:g} bps per unit turnover",
         ),
     ]
-    plot = equity_drawdown_png(ledger[["net_return"]], "Walk-forward backtest")
+    plot = backtest_equity_png(validation)
     return (
         "<h2>Validation: walk-forward backtest</h2>"
         f'<div class="cards">{"".join(cards)}</div>'

@@ -10,6 +10,10 @@ import json
 import math
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,8 +25,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from quantwarehouse.lock import WriterLock
-from quantwarehouse.paths import CONFIG_DIR
+from quantwarehouse.lock import WriterLock, current_readers
+from quantwarehouse.paths import CONFIG_DIR, REPO_ROOT
 from quantwarehouse.production import STEP_NAMES
 from quantwarehouse.sleeves.audit import read_records
 from tests.conftest import run_cli
@@ -523,3 +527,63 @@ def test_production_while_a_writer_holds_the_warehouse_fails_at_once(workspace):
     message = last_line(result.stderr)
     assert "locked for writing by run refresh-now" in message and "daily-refresh" in message
     assert existing_runs(workspace) == before
+
+
+# -- an interrupted run says where it stopped ---------------------------------------------------
+
+
+def test_an_interrupted_run_records_where_it_stopped_and_releases_the_warehouse(workspace):
+    profile = make_profile(workspace.profiles, "binance_spot_rating_all_short")
+    run_dir = workspace.runs / "interrupted"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO_ROOT / "orchestrate.py"),
+            "production",
+            "--profile",
+            str(profile),
+            "--run-id",
+            "interrupted",
+            "--skip-validation",
+            "--skip-analysis",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    try:
+        running = wait_for_stage(run_dir / "run_manifest.json", "selection", process)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert last_line(stderr) == "error: interrupted"
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["error"] == "interrupted"
+    assert manifest["failed_step"] in STEP_NAMES[STEP_NAMES.index(running) :]
+    stopped = next(s for s in manifest["stages"] if s["name"] == manifest["failed_step"])
+    assert stopped["status"] == "failed" and stopped["ended_at"] is not None
+    assert run_cli("audit", "verify", str(run_dir)).returncode == 0
+    assert (
+        f"failed at step `{manifest['failed_step']}`: interrupted"
+        in (run_dir / "INDEX.md").read_text()
+    )
+    assert current_readers(workspace.warehouse) == []
+
+
+def wait_for_stage(manifest: Path, stage: str, process: subprocess.Popen[str]) -> str:
+    """Wait until `stage` (or a later one) runs; return the stage that runs."""
+    deadline = time.monotonic() + 300
+    later = STEP_NAMES[STEP_NAMES.index(stage) :]
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        if manifest.exists():
+            stages = json.loads(manifest.read_text())["stages"]  # replaced atomically: whole
+            running = [s["name"] for s in stages if s["status"] == "running"]
+            if running and running[0] in later:
+                return running[0]
+        time.sleep(0.1)
+    raise AssertionError(f"stage {stage} never ran")

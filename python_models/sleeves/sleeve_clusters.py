@@ -6,7 +6,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from quantwarehouse.production import ordered_atoms, run_params, wide
+from quantwarehouse.production import atom_matrix, run_params
 from quantwarehouse.sleeves.preopt import preopt_analysis
 
 
@@ -14,8 +14,7 @@ def model(dbt: Any, session: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     profile = run_params(dbt.config.get("meta")).profile()
     atoms = dbt.ref("sleeve_atoms").df()
     atom_returns = dbt.ref("sleeve_atom_returns").df()
-    atom_returns = wide(atom_returns, "atom_return", key="atom")[ordered_atoms(atoms)]
-    result = preopt_analysis(atom_returns, profile)
+    result = preopt_analysis(atom_matrix(atoms, atom_returns), profile)
     table = (
         pd.DataFrame({"atom": result.atoms, "atom_index": range(len(result.atoms))})
         .merge(result.clusters, on="atom")

@@ -14,6 +14,7 @@ from quantwarehouse.reports import report_inputs, write_post_analysis, write_tea
 
 def model(dbt: Any, session: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     params = run_params(dbt.config.get("meta"))
+    # The tables of sleeve_portfolio's tearsheet: dbt sees only the refs written in a model itself.
     tables = {
         "candidates": dbt.ref("sleeve_candidates").df(),
         "selection": dbt.ref("sleeve_selection").df(),

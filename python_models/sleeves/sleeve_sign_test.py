@@ -7,14 +7,14 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from quantwarehouse.production import gate_sign_test, run_params, wide
+from quantwarehouse.production import atom_matrix, gate_sign_test, run_params, wide
 from quantwarehouse.sleeves.sign_test import sign_test
 
 
 def model(dbt: Any, session: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     params = run_params(dbt.config.get("meta"))
     atoms = dbt.ref("sleeve_atoms").df()
-    atom_returns = wide(dbt.ref("sleeve_atom_returns").df(), "atom_return", key="atom")
+    atom_returns = atom_matrix(atoms, dbt.ref("sleeve_atom_returns").df())
     raw = wide(dbt.ref("sleeve_returns_window").df(), "simple_return")
     weights = dbt.ref("sleeve_weights").df()
     weights = weights[weights["gate_passed"]].pivot(index="atom", columns="method", values="weight")

@@ -8,12 +8,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from quantwarehouse.production import (
-    ordered_atoms,
-    run_params,
-    wide,
-    write_artifact_json,
-)
+from quantwarehouse.production import atom_matrix, run_params, write_artifact_json
 from quantwarehouse.sleeves.optimize import optimize
 
 
@@ -21,11 +16,9 @@ def model(dbt: Any, session: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     params = run_params(dbt.config.get("meta"))
     profile = params.profile()
     atom_table = dbt.ref("sleeve_atoms").df()
-    atom_returns = dbt.ref("sleeve_atom_returns").df()
-    clusters = dbt.ref("sleeve_clusters").df()
-    atoms = ordered_atoms(atom_table)
-    atom_returns = wide(atom_returns, "atom_return", key="atom")[atoms]
-    caps = clusters.set_index("atom")["cap"]
+    atom_returns = atom_matrix(atom_table, dbt.ref("sleeve_atom_returns").df())
+    caps = dbt.ref("sleeve_clusters").df().set_index("atom")["cap"]
+    atoms = list(atom_returns.columns)
     result = optimize(atom_returns, profile, caps)
     write_artifact_json(
         params,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 COMMAND = "refresh-sleeves"
 REFRESH_ARGS = ("daily-refresh", "--all")
+INTERRUPT_GRACE_SECONDS = 15.0
 # A step skipped on request (--skip-validation, --skip-analysis) ends as `skipped`.
 OK_OUTCOMES = ("success", "skipped")
 
@@ -60,6 +62,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--skip-refresh",
         action="store_true",
         help="do not refresh the data first (the sleeves read the warehouse as it is)",
+    )
+    parser.add_argument(
+        "--run-after-failed-refresh",
+        action="store_true",
+        help=(
+            "run the sleeves even when the refresh failed (e.g. a quality gate failed for some "
+            "symbols, the others refreshed): they read what it wrote; the exit status stays 1"
+        ),
     )
     parser.add_argument(
         "--refresh-config",
@@ -144,10 +154,21 @@ def run_children(children: Sequence[ChildRun], parallel: int) -> None:
                 future.result()
         except BaseException:
             with lock:
-                for child in started:
-                    if child.process is not None and child.process.poll() is None:
-                        child.process.terminate()
+                interrupt(started)
             raise
+
+
+def interrupt(children: Sequence[ChildRun]) -> None:
+    """SIGINT first, so that each run records where it stopped; SIGKILL if it does not end."""
+    running = [c.process for c in children if c.process is not None and c.process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @dataclass(frozen=True)
@@ -231,12 +252,17 @@ def run(args: argparse.Namespace) -> int:
         refresh = ChildRun("daily-refresh", refresh_args(args))
         log.info("refresh-sleeves %s: refreshing the data (%s)", batch, " ".join(refresh.args))
         run_children([refresh], 1)
-        if refresh.returncode != 0:
+        if refresh.returncode != 0 and not args.run_after_failed_refresh:
             return finish(batch, refresh, {}, time.perf_counter() - started)
     log.info("refresh-sleeves %s: %d sleeves, %d at once", batch, len(sleeves), parallel)
     with ReaderLock(warehouse, batch, f"{COMMAND} ({', '.join(profiles)})"):
         run_children(list(sleeves.values()), parallel)
     return finish(batch, refresh, sleeves, time.perf_counter() - started)
+
+
+def refresh_error(refresh: ChildRun) -> str:
+    """The refresh's own last line, without its `error: ` prefix."""
+    return refresh.last_line.removeprefix("error: ") or f"exit status {refresh.returncode}"
 
 
 def plan_lines(args: argparse.Namespace, sleeves: dict[str, ChildRun], parallel: int) -> list[str]:
@@ -257,20 +283,24 @@ def finish(
     if refresh is None:
         lines.append("data refresh: skipped (--skip-refresh)")
     else:
-        state = "success" if refresh.returncode == 0 else f"failed: {refresh.last_line}"
+        state = "success" if refresh.returncode == 0 else f"failed: {refresh_error(refresh)}"
         lines.append(f"data refresh: {state} in {refresh.seconds:.1f}s")
     reports = [sleeve_report(name, child) for name, child in sleeves.items()]
     lines += [report.line for report in reports]
     log_summary(lines)
-    failed = [r for r in reports if not r.ok]
+    problems = []
     if refresh is not None and refresh.returncode != 0:
-        reason = f"the data refresh failed, so no sleeve ran: {refresh.last_line}"
-    elif failed:
-        reason = f"{len(failed)} of {len(reports)} sleeve runs failed: " + "; ".join(
-            r.line.split(";")[0] for r in failed
+        then = "the sleeves ran anyway" if sleeves else "so no sleeve ran"
+        problems.append(f"the data refresh failed, {then}: {refresh_error(refresh)}")
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        problems.append(
+            f"{len(failed)} of {len(reports)} sleeve runs failed: "
+            + "; ".join(r.line.split(";")[0] for r in failed)
         )
-    else:
+    if not problems:
         return 0
+    reason = "; ".join(problems)
     log.error("error: %s", reason)
     print(f"error: {reason}", file=sys.stderr)
     return 1
