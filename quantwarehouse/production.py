@@ -36,6 +36,7 @@ import re
 import resource
 import shutil
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -370,17 +371,21 @@ def backtest_ledger(result: BacktestResult) -> pd.DataFrame:
     )
 
 
-def artifact_path(params: RunParams, name: str) -> Path:
-    path = params.run_dir / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def write_artifact_json(params: RunParams, name: str, document: Mapping[str, Any]) -> Path:
     """A JSON artifact of the run, written atomically; NaN becomes null, dates ISO text."""
-    path = artifact_path(params, name)
+    path = params.run_dir / name
     write_json_atomically(path, jsonable(document))
     return path
+
+
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Write a file so that a reader sees the old one or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "wb") as out:
+        out.write(data.encode() if isinstance(data, str) else data)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
 
 
 # -- steps ---------------------------------------------------------------------------------------

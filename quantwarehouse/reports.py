@@ -19,8 +19,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -30,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from quantwarehouse.production import RunParams, atom_matrix, linkage_matrix, stage_detail
+from quantwarehouse.production import (
+    RunParams,
+    atom_matrix,
+    linkage_matrix,
+    stage_detail,
+    write_atomically,
+)
 from quantwarehouse.sleeves.metrics import performance_metrics
 from quantwarehouse.sleeves.profiles import Profile
 
@@ -173,27 +177,8 @@ def write_weights_csv(run_dir: Path, inputs: ReportInputs) -> Path:
     for method in matrix.columns:
         table[method] = table["atom"].map(matrix[method])
     path = run_dir / WEIGHTS_FILE
-    _write_text(path, table.to_csv(index=False, float_format="%.10g"))
+    write_atomically(path, table.to_csv(index=False, float_format="%.10g"))
     return path
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically: a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
 
 
 # -- plots ---------------------------------------------------------------------------------------
@@ -387,7 +372,7 @@ def write_post_analysis(run_dir: Path, inputs: ReportInputs) -> pd.DataFrame:
         if data is None:
             continue
         relative = f"{PLOTS_DIR}/{name}.png"
-        _write_bytes(run_dir / relative, data)
+        write_atomically(run_dir / relative, data)
         rows.append({"plot": name, "file": relative, "title": title, "bytes": len(data)})
     return pd.DataFrame(rows, columns=["plot", "file", "title", "bytes"])
 
@@ -729,7 +714,7 @@ def render_tearsheet(inputs: ReportInputs) -> str:
 
 def write_tearsheet(run_dir: Path, inputs: ReportInputs) -> Path:
     path = run_dir / TEARSHEET_FILE
-    _write_text(path, render_tearsheet(inputs))
+    write_atomically(path, render_tearsheet(inputs))
     return path
 
 
@@ -770,5 +755,5 @@ def write_index(run_dir: Path, manifest: Mapping[str, Any]) -> Path:
         lines.append(f"- [{relative}]({relative})" + (f": {note}" if note else ""))
     lines += ["", "dbt's compiled models and logs of this run are under `dbt/`.", ""]
     path = run_dir / INDEX_FILE
-    _write_text(path, "\n".join(lines))
+    write_atomically(path, "\n".join(lines))
     return path

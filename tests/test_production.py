@@ -336,6 +336,19 @@ def test_audit_trail_has_an_intent_and_outcome_per_step_and_verifies(full_run):
     assert "verified, 22 records, chain intact" in result.stdout
 
 
+def test_every_table_of_the_run_is_documented_column_by_column(full_run):
+    docs = yaml.safe_load((REPO_ROOT / "python_models/sleeves/_sleeves__models.yml").read_text())
+    documented = {m["name"]: {c["name"] for c in m["columns"]} for m in docs["models"]}
+    tables = full_run.table(
+        "select table_name, column_name from information_schema.columns "
+        "where table_catalog = 'run' and table_schema = 'main'"
+    )
+    written = tables.groupby("table_name")["column_name"].apply(set).to_dict()
+    assert written == documented
+    for model in docs["models"]:
+        assert model["description"].strip() and all(c["description"] for c in model["columns"])
+
+
 # -- audit verify on damaged trails --------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from quantwarehouse.production import (
     read_window_returns,
     run_params,
     write_artifact_json,
+    write_atomically,
 )
 from quantwarehouse.sleeves.backtest import walk_forward
 
@@ -36,7 +37,7 @@ def model(dbt: Any, session: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     days = (end - start).days + 1 + profile.lookback_days
     returns = read_window_returns(returns_relation, symbols, end, days)
     result = walk_forward(features, returns, profile, start, end)
-    result.weights_history.to_csv(params.run_dir / "backtest_weights.csv")
+    write_atomically(params.run_dir / "backtest_weights.csv", result.weights_history.to_csv())
     write_artifact_json(
         params,
         "validation.json",
