@@ -473,6 +473,25 @@ def existing_runs(workspace: Workspace) -> set[str]:
     return {p.name for p in workspace.runs.iterdir()} if workspace.runs.exists() else set()
 
 
+def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
+    before = existing_runs(workspace)
+    result = workspace.production(
+        "--profile",
+        "binance_spot_rating_ma_long",
+        "--run-id",
+        "planned",
+        "--dry-run",
+        "--skip-analysis",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "step 1 aggregation:" in result.stdout
+    assert "step 10 post_analysis: post-analysis plots: skipped (--skip-analysis given)" in (
+        result.stdout
+    )
+    assert "(not created)" in result.stdout
+    assert existing_runs(workspace) == before
+
+
 def test_unknown_profile_lists_the_profiles(workspace):
     before = existing_runs(workspace)
     result = workspace.production("--profile", "no_such_sleeve")
