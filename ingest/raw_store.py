@@ -169,6 +169,10 @@ class RawStore:
     # -- batches -----------------------------------------------------------------------------
 
     def start_batch(self, source: str, parameters: dict[str, object]) -> int:
+        # Loads run under the writer lock, so a batch still 'running' now was killed mid-way.
+        self.con.execute(
+            "update raw.load_batches set status = 'interrupted' where status = 'running'"
+        )
         # nextval in the same statement as the insert: a nextval committed on its own is not
         # replayed from the WAL after a crash, so the next load would reuse the batch id.
         batch_id = self.con.execute(

@@ -62,7 +62,7 @@ def _ratio(numerator: FloatArray, denominator: FloatArray) -> FloatArray:
 def previous(values: FloatArray, periods: int = 1) -> FloatArray:
     """The value `periods` bars earlier (NaN for the first bars)."""
     out = np.full(values.shape, np.nan)
-    out[periods:] = values[: values.size - periods]
+    out[periods:] = values[: max(values.size - periods, 0)]
     return out
 
 

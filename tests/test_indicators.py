@@ -335,3 +335,12 @@ def test_series_shorter_than_a_window_are_all_warm_up():
     short = np.array([1.0, 2.0, 3.0])
     for values in (ind.sma(short, 10), ind.ema(short, 10), ind.wma(short, 10), ind.hull_ma(short)):
         assert values.shape == short.shape and np.isnan(values).all()
+
+
+def test_previous_on_a_series_shorter_than_the_lag_is_all_missing():
+    """A new listing with fewer bars than a look-back (e.g. 5 bars, Momentum 10)."""
+    from quantwarehouse.indicators import previous
+
+    shifted = previous(np.array([1.0, 2.0, 3.0]), 10)
+    assert shifted.shape == (3,) and np.isnan(shifted).all()
+    assert previous(np.array([1.0, 2.0, 3.0]), 1)[1:].tolist() == [1.0, 2.0]

@@ -121,3 +121,11 @@ def test_toxic_mask_by_hand():
     keys = np.array(["a", "a", "a", "b", "b"])
     closes = np.array([1.0, 7.0, 1.2, 5.0, 0.5])
     assert toxic_mask(keys, closes, {"b": 4.0}).tolist() == [False, True, False, False, True]
+
+
+def test_a_batch_left_running_by_a_killed_load_is_marked_interrupted(con):
+    store = RawStore(con)
+    killed = store.start_batch("test", {})
+    store.start_batch("test", {})
+    status = con.execute("select status from raw.load_batches where batch_id = ?", [killed])
+    assert status.fetchone()[0] == "interrupted"
