@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PRESET ?= demo
 
-.PHONY: setup demo run test lint bench bars returns daily-refresh dry-run clean-runtime
+.PHONY: setup demo run test lint bench bars returns emas features daily-refresh validate dry-run clean-runtime
 
 $(STAMP): pyproject.toml scripts/setup_venv.sh
 	bash scripts/setup_venv.sh $(PYTHON)
@@ -35,17 +35,31 @@ lint: setup
 bench: setup
 	$(BIN)/python -m benchmarks.run
 
+## daily-refresh conveniences (docs/operations.md). ARGS passes more flags, e.g.
+## `make emas ARGS="--tfs 1d,7d --periods 10"` or `make daily-refresh ARGS="--quiet"`.
 bars: setup
-	$(BIN)/python orchestrate.py daily-refresh --bars
+	$(BIN)/python orchestrate.py daily-refresh --bars $(ARGS)
 
 returns: setup
-	$(BIN)/python orchestrate.py daily-refresh --returns
+	$(BIN)/python orchestrate.py daily-refresh --returns $(ARGS)
 
+emas: setup
+	$(BIN)/python orchestrate.py daily-refresh --emas $(ARGS)
+
+features: setup
+	$(BIN)/python orchestrate.py daily-refresh --features $(ARGS)
+
+## The operator's daily job: ingest the configured source (configs/refresh.yml), then every
+## layer with its quality gates.
 daily-refresh: setup
-	$(BIN)/python orchestrate.py daily-refresh --all
+	$(BIN)/python orchestrate.py daily-refresh --all $(ARGS)
+
+## The quality gates of every layer on whole tables (read-only audit).
+validate: setup
+	$(BIN)/python orchestrate.py validate $(ARGS)
 
 dry-run: setup
-	$(BIN)/python orchestrate.py daily-refresh --all --dry-run
+	$(BIN)/python orchestrate.py daily-refresh --all --dry-run $(ARGS)
 
 clean-runtime:
 	rm -rf data/runs data/export data/lakehouse .logs dbt_project/target dbt_project/logs

@@ -244,15 +244,17 @@ def list_nodes(
     resource_type: str = "model",
     variables: Mapping[str, Any] | None = None,
     target_path: Path | None = None,
+    manifest: Any = None,
 ) -> list[dict[str, Any]]:
-    """The selected nodes in dbt's order (`dbt ls`), without touching the warehouse."""
+    """The selected nodes in dbt's order (`dbt ls`), without touching the warehouse.
+    `manifest` (from `parse_project`) skips parsing."""
     from dbt.cli.main import dbtRunner
 
     args = ["ls", "--select", *select, "--resource-type", resource_type]
     args += ["--output", "json", "--output-keys", "name", "resource_type", "config"]
     full = dbt_args(args, variables=variables, target_path=target_path)
     with _warehouse_env(warehouse_path()):
-        outcome = dbtRunner().invoke(full)
+        outcome = dbtRunner(manifest=manifest).invoke(full)
     if outcome.exception is not None or not outcome.success:
         raise DbtRunError(f"dbt ls --select {' '.join(select)} failed: {outcome.exception}")
     return [json.loads(line) for line in outcome.result or []]

@@ -4,7 +4,9 @@ in macros/incremental/state.sql (Python models cannot call macros). Change both 
 Per symbol, dirty_from is the earliest upstream time written by a load batch later than the
 model's watermark (`last_batch_id` in state.<model>); a symbol without state, or a model without a
 state table, is dirty from its first row. `only_symbols` (the var `symbols` of
-`daily-refresh --symbols`) keeps only those symbols dirty; the others wait for the next run.
+`daily-refresh --symbols`) keeps only those symbols dirty; `exclude_symbols` (the var
+`exclude_symbols`, symbols whose inputs failed or are stale) keeps those clean. The symbols left
+out wait for a later run.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def dirty_symbols(
     time_column: str,
     batch_column: str = "source_batch_id",
     only_symbols: Sequence[str] = (),
+    exclude_symbols: Sequence[str] = (),
 ) -> duckdb.DuckDBPyRelation:
     """Relation (symbol, dirty_from) over `upstream` for the model `this` (dbt's `dbt.this`)."""
     state = state_table(session, this.database, this.identifier)
@@ -58,6 +61,8 @@ def dirty_symbols(
         conditions = [f"(s.symbol is null or u.{batch_column} > s.last_batch_id)"]
     if only_symbols:
         conditions.append(f"u.symbol in ({', '.join(map(_literal, only_symbols))})")
+    if exclude_symbols:
+        conditions.append(f"u.symbol not in ({', '.join(map(_literal, exclude_symbols))})")
     return upstream.query(
         "upstream",
         f"""

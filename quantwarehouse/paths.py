@@ -13,6 +13,7 @@ REAL_SAMPLE_DIR = SHARED_DIR / "data" / "binance_spot_real_2017_2018"
 
 WAREHOUSE_ENV = "QWH_WAREHOUSE"
 DATA_DIR_ENV = "QWH_DATA_DIR"
+LOGS_DIR_ENV = "QWH_LOGS_DIR"
 
 
 def data_dir() -> Path:
@@ -40,4 +41,6 @@ def runs_dir() -> Path:
 
 
 def logs_dir() -> Path:
-    return REPO_ROOT / ".logs"
+    """Daily log files: `QWH_LOGS_DIR` or `<repo>/.logs`."""
+    override = os.environ.get(LOGS_DIR_ENV)
+    return Path(override).resolve() if override else REPO_ROOT / ".logs"

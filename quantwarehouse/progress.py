@@ -27,10 +27,12 @@ class Progress:
         elapsed = time.perf_counter() - self.started
         return elapsed / done * (self.total - done)
 
-    def update(self, done: int, label: str = "") -> None:
+    def update(self, done: int, label: str = "", *, eta: float | None = None) -> None:
+        """Show `done / total`; `eta` (seconds left) replaces the estimate from the pace so far
+        when the caller knows better (e.g. from earlier runs)."""
         if self.quiet or self.total == 0:
             return
-        eta = self.eta_seconds(done)
+        eta = eta if eta is not None else self.eta_seconds(done)
         eta_text = f", ~{eta:.0f}s left" if eta is not None and done < self.total else ""
         if self.is_terminal:
             width = 30

@@ -13,8 +13,9 @@ import pytest
 
 from quantwarehouse.paths import REAL_SAMPLE_DIR, REPO_ROOT
 
-# Fixtures that live in their own modules (a local Binance-format server: `binance_server`).
-pytest_plugins = ["tests.binance_server"]
+# Fixtures that live in their own modules (a local Binance-format server: `binance_server`; a
+# local alert receiver: `alert_server`).
+pytest_plugins = ["tests.binance_server", "tests.alert_server"]
 
 
 @pytest.fixture

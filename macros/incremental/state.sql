@@ -59,8 +59,9 @@
     written by a load batch later than the model's watermark for that symbol (a late revision at any
     old date, a gap filled later, a backfill, a new symbol). Returns rows (symbol, dirty_from).
     Without a state table (dropped by hand) every symbol is dirty. The var `symbols` (a list, set
-    by `daily-refresh --symbols`) keeps only those symbols dirty; the others keep their watermark
-    and are picked up by the next run without it.
+    by `daily-refresh --symbols`) keeps only those symbols dirty; the var `exclude_symbols` (a
+    list, set by `daily-refresh` for symbols whose inputs failed or are stale) keeps those clean.
+    Either way the symbols left out keep their watermark and are picked up by a later run.
 
     upstream       relation with symbol, the batch column and the time column
     time_column    the upstream time column
@@ -69,6 +70,7 @@
 {% macro dirty_symbols(upstream, time_column, batch_column='source_batch_id') %}
     {%- set state = adapter.get_relation(this.database, 'state', this.identifier) -%}
     {%- set only_symbols = var('symbols', []) -%}
+    {%- set excluded_symbols = var('exclude_symbols', []) -%}
     select
         u.symbol,
         min(u.{{ time_column }}) as dirty_from
@@ -91,6 +93,9 @@
         {% endif %}
         {% if only_symbols %}
             and u.symbol in ('{{ only_symbols | map("replace", "'", "''") | join("', '") }}')
+        {% endif %}
+        {% if excluded_symbols %}
+            and u.symbol not in ('{{ excluded_symbols | map("replace", "'", "''") | join("', '") }}')
         {% endif %}
     group by u.symbol
 {% endmacro %}

@@ -1,0 +1,215 @@
+"""daily-refresh benchmarks on the `bench` preset (500 symbols, 8 years of daily bars).
+
+The base (prepared once per benchmark folder, `refresh-base/`, shared by the cases): the preset
+ingested up to the day before its last, then every layer built by `daily-refresh --bars --returns
+--emas --features` (the full build, timed). Cases:
+
+- refresh_one_day: `daily-refresh --all` with a config whose source is the preset up to its last
+  day, on a copy of the base: the operator's daily command for one new day (ingest, bars,
+  returns, EMAs, features, their quality gates, the published files). Wall time, the time of each
+  step (from the run manifest), against the full build; the goal is under 15 s on 2 cores.
+- dbt_invocation_overhead: how to invoke dbt. The four dbt steps of the same one-day refresh on
+  two copies: in-process (`quantwarehouse.dbt.run_dbt`, the project parsed once and its manifest
+  reused, as daily-refresh does) and one `dbt build` subprocess per step (as a shell script would
+  run them); then each step again with nothing left to do, which is dbt's own start-up overhead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Case, Metrics, timed
+from ingest.synthetic import resolve_preset
+from quantwarehouse.paths import DBT_PROJECT_DIR, REPO_ROOT
+
+PRESET = "bench"
+GOAL_SECONDS = 15.0
+# The dbt steps of daily-refresh (quantwarehouse/refresh/runner.py) and their selections.
+DBT_STEPS: dict[str, tuple[str, ...]] = {
+    "build bars": ("staging", "bars"),
+    "build returns and marts": ("returns", "marts"),
+    "build emas": ("emas",),
+    "build features": ("features",),
+}
+
+
+def preset_days() -> tuple[str, str]:
+    """The day before the preset's last (the base) and its last (the new day)."""
+    last = resolve_preset(PRESET).end
+    return str(last - timedelta(days=1)), str(last)
+
+
+def environment(folder: Path) -> dict[str, str]:
+    """A private data folder, logs and dbt target for one warehouse."""
+    return {
+        **os.environ,
+        "QWH_DATA_DIR": str(folder / "data"),
+        "QWH_WAREHOUSE": str(folder / "data" / "warehouse.duckdb"),
+        "QWH_LOGS_DIR": str(folder / "logs"),
+        "DBT_TARGET_PATH": str(folder / "dbt-target"),
+        "DBT_LOG_PATH": str(folder / "dbt-logs"),
+    }
+
+
+def child(args: list[str], folder: Path) -> str:
+    result = subprocess.run(
+        args, env=environment(folder), capture_output=True, text=True, check=False, cwd=REPO_ROOT
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    return result.stdout
+
+
+def orchestrate(folder: Path, *args: str) -> str:
+    return child([sys.executable, str(REPO_ROOT / "orchestrate.py"), *args], folder)
+
+
+def write_config(folder: Path, until: str) -> Path:
+    path = folder / "refresh.yml"
+    path.write_text(
+        f"source:\n  name: synthetic\n  options:\n    preset: {PRESET}\n    until: {until}\n"
+    )
+    return path
+
+
+def last_manifest(folder: Path) -> dict[str, Any]:
+    runs = sorted((folder / "data" / "runs").glob("*/run_manifest.json"))
+    return json.loads(runs[-1].read_text())
+
+
+def step_seconds(manifest: dict[str, Any]) -> dict[str, float]:
+    return {s["name"]: round(s["seconds"] or 0.0, 2) for s in manifest["stages"]}
+
+
+def base(root: Path) -> tuple[Path, dict[str, Any]]:
+    """The shared base (prepared on first use) and the figures of its preparation."""
+    folder = root / "refresh-base"
+    figures_file = folder / "prepared.json"
+    if not figures_file.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "data").mkdir(parents=True)
+        base_day, _ = preset_days()
+        command = ["ingest", "--source", "synthetic", "--preset", PRESET, "--until", base_day]
+        ingest_s, _ = timed(lambda: orchestrate(folder, *command, "--quiet"))
+        build = ["daily-refresh", "--bars", "--returns", "--emas", "--features", "--quiet"]
+        build_s, _ = timed(lambda: orchestrate(folder, *build))
+        figures = {
+            "ingest_s": round(ingest_s, 1),
+            "full_build_s": round(build_s, 1),
+            "full_build_steps_s": step_seconds(last_manifest(folder)),
+        }
+        figures_file.write_text(json.dumps(figures))
+    return folder, json.loads(figures_file.read_text())
+
+
+def copy_base(root: Path, folder: Path) -> None:
+    source, _ = base(root)
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "data").mkdir(parents=True)
+    for path in (source / "data").glob("warehouse.duckdb*"):
+        if path.is_file():
+            shutil.copyfile(path, folder / "data" / path.name)
+
+
+def refresh_one_day(workdir: Path) -> Metrics:
+    _, prepared = base(workdir.parent)
+    copy_base(workdir.parent, workdir)
+    _, new_day = preset_days()
+    config = write_config(workdir, new_day)
+    wall, _ = timed(lambda: orchestrate(workdir, "daily-refresh", "--all", "--config", str(config)))
+    manifest = last_manifest(workdir)
+    steps = step_seconds(manifest)
+    figures: Metrics = {
+        "refresh_all_one_day_s": round(wall, 1),
+        "goal_s": GOAL_SECONDS,
+        "full_build_s": prepared["full_build_s"],
+        "base_ingest_s": prepared["ingest_s"],
+        "status": manifest["status"],
+    }
+    for name, seconds in steps.items():
+        figures[f"step {name} s"] = seconds
+    for record in manifest["stages"]:
+        outputs = record.get("outputs") or {}
+        if "dbt_seconds" in outputs:
+            figures[f"step {record['name']} dbt nodes s"] = outputs["node_seconds"]
+    figures["steps_total_s"] = round(sum(steps.values()), 1)
+    figures["startup_and_parse_s"] = round(wall - sum(steps.values()), 1)
+    gates = sum(v for k, v in steps.items() if k.startswith("gate "))
+    figures["refresh_without_gates_s"] = round(wall - gates, 1)
+    return figures
+
+
+IN_PROCESS = """
+import json, sys, time
+from quantwarehouse.dbt import parse_project, run_dbt
+steps = json.loads(sys.argv[1])
+started = time.perf_counter()
+manifest = parse_project()
+timings = {"parse": time.perf_counter() - started}
+for rounds in ("one_day", "no_op"):
+    for name, select in steps.items():
+        began = time.perf_counter()
+        run_dbt(["build", "--select", *select], manifest=manifest)
+        timings[f"{rounds} {name}"] = time.perf_counter() - began
+print(json.dumps(timings))
+"""
+
+
+def in_process(folder: Path) -> dict[str, float]:
+    payload = json.dumps(DBT_STEPS)
+    output = child([sys.executable, "-c", IN_PROCESS, payload], folder)
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def dbt_subprocesses(folder: Path) -> dict[str, float]:
+    dbt = str(Path(sys.executable).with_name("dbt"))
+    project = ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    timings = {}
+    for rounds in ("one_day", "no_op"):
+        for name, select in DBT_STEPS.items():
+            began = time.perf_counter()
+            child([dbt, "build", "--select", *select, *project, "--quiet"], folder)
+            timings[f"{rounds} {name}"] = time.perf_counter() - began
+    return timings
+
+
+def dbt_invocation_overhead(workdir: Path) -> Metrics:
+    _, new_day = preset_days()
+    figures: Metrics = {}
+    for label, run in (("in_process", in_process), ("subprocess", dbt_subprocesses)):
+        folder = workdir / label
+        copy_base(workdir.parent, folder)
+        command = ["ingest", "--source", "synthetic", "--preset", PRESET, "--until", new_day]
+        orchestrate(folder, *command, "--quiet")
+        timings = run(folder)
+        for key, seconds in timings.items():
+            figures[f"{label} {key} s"] = round(seconds, 2)
+        for rounds in ("one_day", "no_op"):
+            total = sum(timings[f"{rounds} {name}"] for name in DBT_STEPS)
+            figures[f"{label} {rounds} total s"] = round(total + timings.get("parse", 0.0), 2)
+    return figures
+
+
+CASES = [
+    Case(
+        "refresh_one_day",
+        "daily-refresh --all for one new day on the bench preset (500 symbols), by step",
+        refresh_one_day,
+    ),
+    Case(
+        "dbt_invocation_overhead",
+        "the four dbt steps of a one-day refresh: in-process with one parse vs a dbt subprocess "
+        "per step, then the same with nothing to do (dbt's own overhead)",
+        dbt_invocation_overhead,
+    ),
+]

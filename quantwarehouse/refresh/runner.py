@@ -1,0 +1,395 @@
+"""How `daily-refresh` runs its steps: the plan, the lock, progress, the run manifest and its
+stage cache, the summary, alerts and the exit status.
+
+Targets always run in `TARGET_ORDER` (`--all`: ingest first, then every target with its quality
+gates). Steps name the steps they need: a step whose need failed as a whole is skipped, the
+others go on (a failing EMA build does not stop the features). Symbols that failed or whose
+inputs are stale are skipped downstream (`RunContext.excluded`). The exit status is 1 when any
+step failed (even partly) or any gate failed, and the last line on stderr says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+
+from quantwarehouse.alerts import (
+    TELEGRAM_CHAT_ENV,
+    TELEGRAM_TOKEN_ENV,
+    WEBHOOK_URL_ENV,
+    Alert,
+    AlertSettings,
+    is_configured,
+    send_alert,
+)
+from quantwarehouse.cli import CliError
+from quantwarehouse.dbt import DbtRunError, one_line, parse_project
+from quantwarehouse.lakehouse import publish_returns_matrix, returns_matrix_path
+from quantwarehouse.lakehouse_features import features_matrix_path, publish_features_matrix
+from quantwarehouse.lock import WriterLock
+from quantwarehouse.logs import log_summary
+from quantwarehouse.manifest import (
+    RunManifest,
+    cache_enabled,
+    cached_stage,
+    hash_parts,
+    past_manifests,
+    typical_seconds,
+)
+from quantwarehouse.paths import runs_dir, warehouse_path
+from quantwarehouse.progress import Progress
+from quantwarehouse.refresh.context import (
+    CACHED,
+    FAILED,
+    SKIPPED,
+    SUCCESS,
+    RefreshOptions,
+    RunContext,
+    StepReport,
+)
+from quantwarehouse.refresh.state import Model, ModelGraph, known_symbols, relation_exists
+from quantwarehouse.refresh.steps import (
+    DbtStep,
+    GateStep,
+    IngestStep,
+    PublishStep,
+    ResetSymbolsStep,
+    Step,
+    dbt_code_hash,
+    shown,
+)
+from quantwarehouse.refresh.summary import skipped_symbol_lines, summary_lines
+from quantwarehouse.runs import new_run_id
+
+log = logging.getLogger("quantwarehouse.commands.daily_refresh")
+
+COMMAND = "daily-refresh"
+TARGET_ORDER: tuple[str, ...] = ("bars", "returns", "emas", "features")
+ALL_TARGETS: tuple[str, ...] = ("ingest", *TARGET_ORDER)
+TARGET_HELP: dict[str, str] = {
+    "bars": "dbt build of staging and the bar families (models/staging, models/bars)",
+    "returns": (
+        "dbt build of returns and marts (models/returns, models/marts), then publish the wide "
+        "returns matrix (data/lakehouse/returns_matrix.parquet)"
+    ),
+    "emas": "dbt build of the EMA models (python_models/emas)",
+    "features": (
+        "dbt build of the features matrix (python_models/features), then publish "
+        "data/lakehouse/features_matrix.parquet"
+    ),
+}
+BARS_NEEDS = ("build bars", "gate bars")
+
+
+def target_steps(target: str, validate: bool) -> list[Step]:
+    """A target's steps in order; its gate steps only with `validate`."""
+    gate = {
+        "ingest": GateStep("gate raw", ("raw",), after="ingest", needs=("ingest",)),
+        "bars": GateStep("gate bars", ("staging", "bars"), after="build bars",
+                         needs=("build bars",)),
+        "returns": GateStep("gate returns", ("returns",), after="build returns and marts",
+                            needs=("build returns and marts",)),
+        "emas": GateStep("gate emas", ("emas",), after="build emas", needs=("build emas",)),
+        "features": GateStep("gate features", ("features",), after="build features",
+                             needs=("build features",)),
+    }[target]  # fmt: skip
+    build: dict[str, list[Step]] = {
+        "ingest": [IngestStep()],
+        "bars": [
+            DbtStep("build bars", ("staging", "bars"), needs=("gate raw",), ema_filtered=True)
+        ],
+        "returns": [
+            DbtStep("build returns and marts", ("returns", "marts"), BARS_NEEDS, checks_inputs=True)
+        ],
+        "emas": [
+            DbtStep("build emas", ("emas",), BARS_NEEDS, checks_inputs=True, ema_filtered=True)
+        ],
+        "features": [DbtStep("build features", ("features",), BARS_NEEDS, checks_inputs=True)],
+    }
+    publish: dict[str, list[Step]] = {
+        "returns": [
+            PublishStep("publish returns matrix", "returns_daily", returns_matrix_path,
+                        publish_returns_matrix, needs=("build returns and marts", "gate returns"))
+        ],
+        "features": [
+            PublishStep("publish features matrix", "features_matrix", features_matrix_path,
+                        publish_features_matrix, needs=("build features", "gate features"))
+        ],
+    }  # fmt: skip
+    return [*build[target], *([gate] if validate else []), *publish.get(target, [])]
+
+
+def build_steps(options: RefreshOptions) -> list[Step]:
+    steps = [step for target in options.targets for step in target_steps(target, options.validate)]
+    if options.full_refresh_symbols:
+        dbt_steps = [step for step in steps if isinstance(step, DbtStep)]
+
+        def models(ctx: RunContext) -> list[Model]:
+            return [model for step in dbt_steps for model in step.incremental(ctx)]
+
+        steps.insert(0, ResetSymbolsStep(models))
+    return steps
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+def check_symbols(options: RefreshOptions, warehouse: Path) -> None:
+    """Refuse symbols the raw layer has never seen, listing the ones it has (with --all the
+    ingest may bring them: not checked)."""
+    if not options.symbols or not warehouse.exists() or "ingest" in options.targets:
+        return
+    try:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            known = known_symbols(con)
+    except duckdb.IOException:  # being written by another process: the lock will say by whom
+        return
+    unknown = [s for s in options.symbols if s not in known]
+    if unknown:
+        raise CliError(
+            f"--symbols: unknown symbol {', '.join(unknown)}; the warehouse has "
+            f"{len(known)} symbols: {shown(known, 40)}"
+        )
+
+
+def _bars_watermark(con: duckdb.DuckDBPyConnection) -> int:
+    """The newest load batch bars_1d had processed before this run (0 before its first build)."""
+    if not relation_exists(con, "state.bars_1d"):
+        return 0
+    return int(
+        con.execute("select coalesce(max(last_batch_id), 0) from state.bars_1d").fetchone()[0]
+    )
+
+
+def new_context(options: RefreshOptions, run_id: str) -> RunContext:
+    """Read what the run starts from: the parsed dbt project and the warehouse's watermarks."""
+    warehouse = warehouse_path()
+    log.debug("parsing the dbt project")
+    dbt_manifest = parse_project()
+    ctx = RunContext(
+        options=options,
+        run_id=run_id,
+        run_dir=runs_dir() / run_id,
+        warehouse=warehouse,
+        dbt_manifest=dbt_manifest,
+        graph=ModelGraph(dbt_manifest),
+    )
+    if warehouse.exists():
+        with ctx.read_only() as con:
+            ctx.batch_before = _bars_watermark(con)
+    return ctx
+
+
+def _hash(step: Step, ctx: RunContext) -> str | None:
+    if not ctx.warehouse.exists():
+        return None
+    parts = step.fingerprint(ctx)
+    return None if parts is None else hash_parts([step.name, dbt_code_hash(), *parts])
+
+
+def run_one(ctx: RunContext, step: Step, record: RunManifest, past: list[dict]) -> StepReport:
+    blocked = ctx.blocked_by(step.needs)
+    if blocked is not None:
+        report = StepReport(step.name, SKIPPED, reason=blocked, blocks_downstream=True)
+        record.finish(step.name, SKIPPED, error=blocked)
+        return report
+    input_hash = _hash(step, ctx)
+    if input_hash is not None and cache_enabled(ctx.options.cache):
+        hit = cached_stage(past, step.name, input_hash)
+        if hit is not None:
+            reason = f"stage cache: inputs unchanged since run {hit}"
+            record.finish(step.name, CACHED, error=None, cached_from=hit)
+            return StepReport(step.name, CACHED, reason=reason)
+    record.start(step.name, input_hash)
+    started = time.perf_counter()
+    with record.stage_log(step.name):
+        try:
+            report = step.run(ctx)
+        except Exception as exc:  # the step's own failure: reported; the steps needing it skip
+            log.debug("step %s failed", step.name, exc_info=True)
+            reason = one_line(f"{type(exc).__name__}: {exc}")
+            report = StepReport(
+                step.name, FAILED, time.perf_counter() - started, reason=reason,
+                blocks_downstream=True,
+            )  # fmt: skip
+    if report.status == SUCCESS:
+        # What the result is valid for: the inputs, and the outputs as the step left them.
+        record.stage(step.name).input_hash = _hash(step, ctx)
+    outputs = {
+        **report.outputs,
+        "invocation_ids": list(report.invocation_ids),
+        "rows_written": {m.name: m.rows_written for m in report.models},
+        "symbols": report.symbols,
+        "failed_symbols": report.failed_symbols,
+    }
+    error = report.reason if report.failed or report.status == SKIPPED else None
+    record.finish(
+        step.name, report.status, seconds=round(report.seconds, 3), outputs=outputs, error=error
+    )
+    return report
+
+
+def _time_left(steps: Sequence[Step], past: list[dict]) -> float | None:
+    """The remaining steps' durations in the last run where they succeeded, if all are known."""
+    known = [typical_seconds(past, step.name) for step in steps]
+    return None if any(s is None for s in known) else sum(s for s in known if s is not None)
+
+
+def run_steps(ctx: RunContext, steps: Sequence[Step], record: RunManifest) -> None:
+    past = past_manifests(runs_dir(), COMMAND, exclude=ctx.run_id)
+    progress = Progress(COMMAND, len(steps), quiet=ctx.options.quiet)
+    for index, step in enumerate(steps, start=1):
+        log.info("step %d/%d: %s", index, len(steps), step.name)
+        report = run_one(ctx, step, record, past)
+        ctx.reports[step.name] = report
+        status = f"  {step.name}: {report.status} in {report.seconds:.1f}s"
+        if report.reason and report.status != SUCCESS:
+            status += f" ({report.reason})"
+        log.log(logging.ERROR if report.failed else logging.INFO, status)
+        remaining = steps[index:]
+        eta = _time_left(remaining, past)
+        if remaining:
+            left = f", ~{eta:.0f}s by earlier runs" if eta is not None else ""
+            log.info("  remaining: %s%s", ", ".join(s.name for s in remaining), left)
+        progress.update(index, step.name, eta=eta)
+
+
+def _failure_reason(reports: Sequence[StepReport]) -> str | None:
+    failed = [r for r in reports if r.failed]
+    if not failed:
+        return None
+    return "; ".join(f"step '{r.step}' {r.status}: {r.reason}" for r in failed)
+
+
+def alert_severity(reports: Sequence[StepReport], alert_on_error: bool) -> str | None:
+    """ "error" when a step failed, "warning" when only quality gates failed and
+    --alert-on-error is given, else None (no alert)."""
+    if any(r.failed and not r.is_violation for r in reports):
+        return "error"
+    if alert_on_error and any(r.is_violation for r in reports):
+        return "warning"
+    return None
+
+
+def alert_lines(ctx: RunContext, summary: Sequence[str]) -> list[str]:
+    """Send an alert on failures (and on gate violations with --alert-on-error); what happened."""
+    reports = list(ctx.reports.values())
+    severity = alert_severity(reports, ctx.options.alert_on_error)
+    if severity is None:
+        return []
+    settings = AlertSettings.from_env()
+    if not is_configured(settings):
+        if not ctx.options.alert_on_error:
+            return []
+        note = settings.half_configured() or (
+            f"no alert channel configured (set {TELEGRAM_TOKEN_ENV} and {TELEGRAM_CHAT_ENV}, "
+            f"or {WEBHOOK_URL_ENV})"
+        )
+        return [f"alerts: none sent: {note}"]
+    what = "failed" if severity == "error" else "quality gates failed"
+    alert = Alert(
+        title=f"quantwarehouse daily-refresh {ctx.run_id} {what}",
+        lines=(
+            *(f"{r.step}: {r.status}: {r.reason}" for r in reports if r.failed),
+            *skipped_symbol_lines(ctx)[:10],
+            summary[0],
+        ),
+        run_id=ctx.run_id,
+        severity=severity,
+    )
+    return [delivery.describe() for delivery in send_alert(alert, settings)]
+
+
+def print_plan(ctx: RunContext, steps: Sequence[Step], not_requested: Sequence[str]) -> None:
+    """Log the steps the run would take and what each would do; change nothing."""
+    options = ctx.options
+    log.info("daily-refresh --dry-run on %s (nothing is changed)", ctx.warehouse)
+    if options.symbols:
+        log.info("symbols: %s", ", ".join(options.symbols))
+    if options.ema_filter:
+        log.info("EMA filter: %s (dbt vars %s)", options.ema_filter.describe(),
+                 options.ema_filter.dbt_vars)  # fmt: skip
+    for flag in ("resume", "validate", "cache", "alert_on_error"):
+        if getattr(options, flag):
+            log.info("--%s", flag.replace("_", "-"))
+    con = None
+    if ctx.warehouse.exists():
+        con = ctx.read_only()
+    else:
+        log.warning("no warehouse at %s yet: it is created by the ingest", ctx.warehouse)
+    try:
+        for index, step in enumerate(steps, start=1):
+            log.info("step %d/%d: %s", index, len(steps), step.name)
+            for line in step.plan(ctx, con):
+                log.info("  %s", line)
+    finally:
+        if con is not None:
+            con.close()
+    for target in not_requested:
+        log.info("not planned: --%s (not requested)", target)
+
+
+def fail(reason: str) -> int:
+    """The last line of a failed run (exit status 1)."""
+    log.error("error: daily-refresh failed: %s", reason)
+    print(f"error: daily-refresh failed: {reason}", file=sys.stderr)
+    return 1
+
+
+def abort(run_id: str, reason: str) -> int:
+    """A run that could not start its steps (the dbt project does not parse): alert, fail."""
+    settings = AlertSettings.from_env()
+    if is_configured(settings):
+        alert = Alert(f"quantwarehouse daily-refresh {run_id} failed", (reason,), run_id=run_id)
+        for delivery in send_alert(alert, settings):
+            log.info(delivery.describe())
+    return fail(reason)
+
+
+def start(options: RefreshOptions, run_id: str, steps: Sequence[Step]) -> RunContext:
+    ctx = new_context(options, run_id)
+    ctx.needs = {step.name: step.needs for step in steps}
+    return ctx
+
+
+def run_refresh(options: RefreshOptions, arguments: list[str]) -> int:
+    steps = build_steps(options)
+    order = ALL_TARGETS if "ingest" in options.targets else TARGET_ORDER
+    not_requested = [t for t in order if t not in options.targets]
+    target = warehouse_path()
+    if "ingest" not in options.targets and not target.exists():
+        raise FileNotFoundError(
+            f"no warehouse at {target}: run `python orchestrate.py ingest` (or daily-refresh "
+            "--all) first"
+        )
+    run_id = new_run_id("refresh")
+    if options.dry_run:
+        check_symbols(options, target)
+        try:
+            ctx = start(options, run_id, steps)
+        except DbtRunError as exc:
+            return fail(str(exc))
+        print_plan(ctx, steps, not_requested)
+        return 0
+    with WriterLock(target, run_id, COMMAND):
+        check_symbols(options, target)
+        try:
+            ctx = start(options, run_id, steps)
+        except DbtRunError as exc:
+            return abort(run_id, str(exc))
+        log.info("daily-refresh %s: %s on %s", run_id, ", ".join(options.targets), target)
+        record = RunManifest(ctx.run_dir, run_id, COMMAND, arguments)
+        record.plan(step.name for step in steps)
+        started = time.perf_counter()
+        run_steps(ctx, steps, record)
+        reason = _failure_reason(list(ctx.reports.values()))
+        record.close(FAILED if reason else SUCCESS, reason)
+    lines = summary_lines(ctx, total=time.perf_counter() - started, not_requested=not_requested)
+    lines += alert_lines(ctx, lines)
+    log_summary(lines)
+    return 0 if reason is None else fail(reason)
