@@ -1,6 +1,6 @@
 """Run every benchmark (or those named) and print one table.
 
-    python -m benchmarks.run [--only case_a,case_b] [--workdir DIR]
+python -m benchmarks.run [--only case_a,case_b] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from benchmarks.harness import Case, Metrics, peak_rss_mb, run_case_in_subproces
 CASE_MODULES: tuple[str, ...] = (
     "benchmarks.ingest_bench",
     "benchmarks.ema_bench",
+    "benchmarks.refresh_bench",
     "benchmarks.sleeves_bench",
 )
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -56,8 +56,18 @@ def test_help_lists_every_command():
     for command in ("ingest", "scan", "daily-refresh"):
         assert command in result.stdout
     ingest_help = run_cli("ingest", "--help", check=True).stdout
-    for flag in ("--source", "--symbols", "--interval", "--start", "--end", "--path",
-                 "--base-url", "--preset", "--until", "--force"):
+    for flag in (
+        "--source",
+        "--symbols",
+        "--interval",
+        "--start",
+        "--end",
+        "--path",
+        "--base-url",
+        "--preset",
+        "--until",
+        "--force",
+    ):
         assert flag in ingest_help
 
 
@@ -67,7 +77,10 @@ def test_help_lists_every_command():
         (["--source", "nope"], "invalid choice"),
         (["--source", "synthetic", "--interval", "7x"], "unknown interval '7x'"),
         (["--source", "synthetic", "--start", "2024-13-01"], "--start: '2024-13-01' is not a date"),
-        (["--source", "synthetic", "--start", "2024-02-01", "--end", "2024-01-01"], "is after --end"),
+        (
+            ["--source", "synthetic", "--start", "2024-02-01", "--end", "2024-01-01"],
+            "is after --end",
+        ),
         (["--source", "synthetic", "--workers", "0"], "--workers: expected a positive integer"),
         (["--source", "synthetic", "--symbols", "BTC-USDT"], "--symbols: BTC-USDT not valid"),
         (["--source", "synthetic", "--freshness-hours", "-1"], "--freshness-hours"),
@@ -94,8 +107,11 @@ def test_duckdb_shell_from_the_registry_opens_the_warehouse(tmp_path):
     warehouse = tmp_path / "w.duckdb"
     with duckdb.connect(str(warehouse)) as con:
         con.execute("create schema raw; create table raw.t as select 42 as answer")
-    result = subprocess.run([shell, "-readonly", "-csv", str(warehouse),
-                             "select answer from raw.t"], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [shell, "-readonly", "-csv", str(warehouse), "select answer from raw.t"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "42"

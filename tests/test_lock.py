@@ -27,8 +27,9 @@ HOLDER = textwrap.dedent(
 
 
 def start_holder(warehouse: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(warehouse)],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(warehouse)], stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "locked"
     return process
@@ -65,8 +66,14 @@ def test_cli_writer_fails_while_another_process_writes(warehouse, tmp_path):
 
     holder = start_holder(warehouse)
     try:
-        result = run_cli("ingest", "--source", "synthetic", "--preset", "tiny",
-                         env={"QWH_DATA_DIR": str(warehouse.parent)})
+        result = run_cli(
+            "ingest",
+            "--source",
+            "synthetic",
+            "--preset",
+            "tiny",
+            env={"QWH_DATA_DIR": str(warehouse.parent)},
+        )
         assert result.returncode == 3
         assert "holder-run" in result.stderr.strip().splitlines()[-1]
         assert not warehouse.exists()
