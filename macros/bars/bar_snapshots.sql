@@ -51,10 +51,9 @@
 
 {#
     Snapshot rows of bars.
-      placed      one row per (symbol, tf, daily row): symbol_id, tf_id, bar_seq and the
-                  int_bars_1d_sequenced columns day_seq, bar_date, open, high, low, volume,
-                  quote_volume, source_batch_id, gap_count
-      days        the int_bars_1d_sequenced rows placed, with their symbol_id
+      placed      one row per (symbol, tf, daily row): symbol_id, tf_id, bar_seq and the columns of
+                  ranked_daily_bars() (day_seq, bar_date, OHLCV, times, ranks, next_bar_date,
+                  gap_count, last_gap_end, source_batch_id)
       symbols     numbered_symbols()
       timeframes  timeframes_relation()
       gaps        numbered_gaps()
@@ -68,28 +67,28 @@
     end (after the last row of a bar the symbol has moved past, up to the bar's end). Rolling bars
     span rows, so only their interior can miss days.
 
-    time_high / time_low are those of the earliest daily row reaching the running high / low. The
-    running high changes only at a row setting a new high, so the rows sharing a running high form
-    a run that starts at that row: the earliest time among the run's rows at that high is its.
+    time_high / time_low are those of the earliest daily row reaching the running high / low: the
+    row with the largest high_rank / smallest low_rank so far (ranks that order ties by date).
 
-    Cost: every row goes through one sorted window pass, and a window carries every column of its
-    input through its sort; so that pass gets only the columns it needs, partitions by one bigint
-    per bar, and the other columns are joined on afterwards.
+    Cost: every row goes through one sorted window pass, which carries every column of its input
+    through its sort: the pass gets only the columns it needs and partitions by one bigint per bar.
 #}
-{% macro bar_snapshot_select(placed, days, symbols, timeframes, gaps, periods=none) %}
+{% macro bar_snapshot_select(placed, symbols, timeframes, gaps, periods=none) %}
     with running as (
         select
             bar_key,
-            day_seq,
             bar_date,
-            high,
-            low,
+            close,
+            next_bar_date,
+            last_gap_end,
             cast(row_number() over bar_so_far as integer) as count_days,
             first_value(bar_date) over bar_so_far as first_row_date,
             first_value(open) over bar_so_far as bar_open,
             first_value(gap_count) over bar_so_far as first_row_gap_count,
             max(high) over bar_so_far as bar_high,
+            max_by(time_high, high_rank) over bar_so_far as bar_time_high,
             min(low) over bar_so_far as bar_low,
+            min_by(time_low, low_rank) over bar_so_far as bar_time_low,
             sum(volume) over bar_so_far as bar_volume,
             sum(quote_volume) over bar_so_far as bar_quote_volume,
             max(source_batch_id) over bar_so_far as bar_source_batch_id
@@ -101,10 +100,17 @@
                 open,
                 high,
                 low,
+                close,
                 volume,
                 quote_volume,
+                time_high,
+                time_low,
+                high_rank,
+                low_rank,
                 source_batch_id,
-                gap_count
+                next_bar_date,
+                gap_count,
+                last_gap_end
             from {{ placed }}
         ) as keyed
         window bar_so_far as (
@@ -113,48 +119,13 @@
         )
     ),
 
-    -- The parts of the bar key, and the daily row's other columns.
-    with_days as (
-        select
-            r.*,
-            {{ bar_key_part('r.bar_key', 'symbol') }} as symbol_id,
-            {{ bar_key_part('r.bar_key', 'tf') }} as tf_id,
-            {{ bar_key_part('r.bar_key', 'bar') }} as bar_seq,
-            d.close,
-            d.time_high,
-            d.time_low,
-            d.next_bar_date,
-            d.last_gap_end
-        from running as r
-        inner join {{ days }} as d
-            on {{ bar_key_part('r.bar_key', 'symbol') }} = d.symbol_id and r.day_seq = d.day_seq
-    ),
-
-    high_times as (
-        select
-            bar_key,
-            bar_high,
-            min(case when high = bar_high then time_high end) as bar_time_high
-        from with_days
-        group by bar_key, bar_high
-    ),
-
-    low_times as (
-        select
-            bar_key,
-            bar_low,
-            min(case when low = bar_low then time_low end) as bar_time_low
-        from with_days
-        group by bar_key, bar_low
-    ),
-
     shaped as (
         select
             r.*,
+            {{ bar_key_part('r.bar_key', 'symbol') }} as symbol_id,
+            {{ bar_key_part('r.bar_key', 'bar') }} as bar_seq,
             s.symbol,
             t.tf,
-            ht.bar_time_high,
-            lt.bar_time_low,
             {% if periods is none -%}
                 r.first_row_date as bar_start_date,
                 {{ add_days('r.bar_date', 't.tf_units - r.count_days') }} as bar_end_date,
@@ -170,13 +141,12 @@
                 p.bar_start_date < s.first_date as is_partial_start,
                 coalesce(r.next_bar_date > p.bar_end_date, false) as is_next_in_later_bar
             {%- endif %}
-        from with_days as r
-        inner join {{ symbols }} as s on r.symbol_id = s.symbol_id
-        inner join {{ timeframes }} as t on r.tf_id = t.tf_id
-        inner join high_times as ht on r.bar_key = ht.bar_key and r.bar_high = ht.bar_high
-        inner join low_times as lt on r.bar_key = lt.bar_key and r.bar_low = lt.bar_low
+        from running as r
+        inner join {{ symbols }} as s on {{ bar_key_part('r.bar_key', 'symbol') }} = s.symbol_id
+        inner join {{ timeframes }} as t on {{ bar_key_part('r.bar_key', 'tf') }} = t.tf_id
         {% if periods is not none -%}
-            inner join {{ periods }} as p on r.bar_date = p.bar_date and r.tf_id = p.tf_id
+            inner join {{ periods }} as p
+                on r.bar_date = p.bar_date and {{ bar_key_part('r.bar_key', 'tf') }} = p.tf_id
         {%- endif %}
     ),
 
@@ -248,6 +218,26 @@
         '{{ invocation_id }}' as invocation_id
     from with_first_gap as c
     left join {{ gaps }} as g on c.symbol_id = g.symbol_id and c.first_gap_number = g.gap_count
+{% endmacro %}
+
+{#
+    The rows of `days` (int_bars_1d_sequenced rows) with their symbol's number from `symbols`, and
+    two ranks per symbol that make the earliest extreme of a bar a plain arg-max: high_rank orders
+    rows by high, and equal highs earliest last; low_rank orders rows by low, equal lows earliest
+    first. Only their order within a run matters (they are not stored).
+#}
+{% macro ranked_daily_bars(days, symbols) %}
+    select
+        d.*,
+        s.symbol_id,
+        row_number() over (
+            partition by s.symbol_id order by d.high asc nulls first, d.day_seq desc nulls last
+        ) as high_rank,
+        row_number() over (
+            partition by s.symbol_id order by d.low asc nulls last, d.day_seq asc nulls last
+        ) as low_rank
+    from {{ days }} as d
+    inner join {{ symbols }} as s on d.symbol = s.symbol
 {% endmacro %}
 
 {#- The gaps of `days` (numbered per symbol by gap_count): the first missing day of each. -#}

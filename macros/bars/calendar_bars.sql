@@ -129,11 +129,7 @@
     ),
 
     days as (
-        select
-            d.*,
-            s.symbol_id
-        from scoped_days as d
-        inner join symbols as s on d.symbol = s.symbol
+        {{ ranked_daily_bars('scoped_days', 'symbols') }}
     ),
 
     gaps as (
@@ -172,7 +168,7 @@
     ),
 
     final as (
-        {{ bar_snapshot_select('placed', 'days', 'symbols', 'timeframes', 'gaps', periods='periods') }}
+        {{ bar_snapshot_select('placed', 'symbols', 'timeframes', 'gaps', periods='periods') }}
     )
 
     select * from final

@@ -56,11 +56,7 @@ symbols as (
 ),
 
 days as (
-    select
-        d.*,
-        s.symbol_id
-    from scoped_days as d
-    inner join symbols as s on d.symbol = s.symbol
+    {{ ranked_daily_bars('scoped_days', 'symbols') }}
 ),
 
 gaps as (
@@ -81,7 +77,7 @@ placed as (
 ),
 
 final as (
-    {{ bar_snapshot_select('placed', 'days', 'symbols', 'timeframes', 'gaps') }}
+    {{ bar_snapshot_select('placed', 'symbols', 'timeframes', 'gaps') }}
 )
 
 select * from final
