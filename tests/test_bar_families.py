@@ -28,7 +28,11 @@ import duckdb
 import pytest
 import yaml
 
-from quantwarehouse.dbt import run_dbt
+from ingest.loader import run_load
+from ingest.options import IngestOptions
+from ingest.raw_store import RawStore
+from ingest.sources import build_source
+from quantwarehouse.dbt import DbtRunError, run_dbt
 from quantwarehouse.paths import DBT_PROJECT_DIR, REAL_SAMPLE_DIR
 
 FAMILIES = (
@@ -41,8 +45,8 @@ FAMILIES = (
 SELECTION = ["--select", "+tag:bars"]
 KEY = ("symbol", "tf", "bar_date")
 RELATIVE_TOLERANCE = 1e-9
-# Real BTCUSDT days cut out of the sample: a Tuesday and Wednesday, and the first day of 2018.
 EPOCH = date(1970, 1, 1)
+# Real BTCUSDT days cut out of the sample: a Tuesday and Wednesday, and the first day of 2018.
 CUT_DAYS = {"BTCUSDT": (date(2017, 9, 5), date(2017, 9, 6), date(2018, 1, 1))}
 US_FIRST_WEEK = date(1970, 1, 4)  # a Sunday
 ISO_FIRST_WEEK = date(1970, 1, 5)  # a Monday
@@ -290,11 +294,6 @@ def write_daily_csvs(
 
 def load_daily_files(warehouse: Path, folder: Path) -> None:
     """One load batch of the daily files in `folder`, through the `files` source."""
-    from ingest.loader import run_load
-    from ingest.options import IngestOptions
-    from ingest.raw_store import RawStore
-    from ingest.sources import build_source
-
     with duckdb.connect(str(warehouse)) as connection:
         source = build_source("files", IngestOptions(path=folder, interval="1d"))
         summary = run_load(source, RawStore(connection), workers=1)
@@ -333,11 +332,13 @@ def sample_rows(cut: dict[str, tuple[date, ...]]) -> dict[str, list[dict[str, st
     return rows
 
 
-def build(warehouse: Path, manifest: object, *args: str) -> dict[str, int]:
+def build(
+    warehouse: Path, manifest: object, *args: str, variables: dict[str, object] | None = None
+) -> dict[str, int]:
     """Run dbt on the warehouse; return the rows each model wrote."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("QWH_WAREHOUSE", str(warehouse))
-        result = run_dbt([*args, *SELECTION], manifest=manifest)
+        result = run_dbt([*args, *SELECTION], manifest=manifest, variables=variables)
     return {node.name: node.rows_written or 0 for node in result.models}
 
 
@@ -501,7 +502,7 @@ def assert_same_as_full_rebuild(incremental: Path, full: Path) -> None:
             )
 
 
-def test_incremental_runs_equal_a_full_rebuild(tmp_path, dbt_manifest):
+def test_incremental_runs_equal_a_full_rebuild(tmp_path, dbt_workdir, dbt_manifest):
     if not REAL_SAMPLE_DIR.is_dir():
         pytest.skip(f"real sample not found at {REAL_SAMPLE_DIR}")
     # POWRBTC never gets 2018-02-24..28: its last row before the split, Friday 02-23, closes its
@@ -562,3 +563,27 @@ def test_incremental_runs_equal_a_full_rebuild(tmp_path, dbt_manifest):
         rows = read_family(warehouse, family, f"symbol in {one_day_symbols}")
         last_rows = [row for row in rows.values() if row["bar_date"] == last_days[row["symbol"]]]
         assert written[family] == sum(row["count_days"] for row in last_rows), family
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        (
+            {"multi_tf_days": [2, 0]},
+            "var multi_tf_days (dbt_project/dbt_project.yml): expected positive integers, got 0",
+        ),
+        (
+            {"cal_timeframes": ["1w", "1m"]},
+            "var cal_timeframes (dbt_project/dbt_project.yml): 1m is not a timeframe",
+        ),
+        (
+            {"cal_anchor_timeframes": ["14d"]},
+            "var cal_anchor_timeframes (dbt_project/dbt_project.yml): 14d is not a timeframe",
+        ),
+        ({"cal_timeframes": ["1Q", "3M"]}, "3M repeats a timeframe already listed"),
+    ],
+)
+def test_bad_timeframe_vars_are_named(warehouse, dbt_workdir, dbt_manifest, variables, message):
+    with pytest.raises(DbtRunError) as failure:
+        build(warehouse, dbt_manifest, "compile", variables=variables)
+    assert message in str(failure.value)

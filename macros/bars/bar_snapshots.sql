@@ -53,10 +53,9 @@
     Snapshot rows of bars.
       placed      one row per (symbol, tf, daily row): symbol_id, tf_id, bar_seq and the columns of
                   ranked_daily_bars() (day_seq, bar_date, OHLCV, times, ranks, next_bar_date,
-                  gap_count, last_gap_end, source_batch_id)
+                  next_gap_start, last_gap_end, source_batch_id)
       symbols     numbered_symbols()
       timeframes  timeframes_relation()
-      gaps        numbered_gaps()
       periods     calendar bars: (bar_date, tf_id, bar_start_date, bar_end_date); none for rolling
                   bars (bars_multi_tf), which start at their first row, span tf_units rows and are
                   expected to end tf_units - pos_in_bar days after the current row
@@ -73,7 +72,7 @@
     Cost: every row goes through one sorted window pass, which carries every column of its input
     through its sort: the pass gets only the columns it needs and partitions by one bigint per bar.
 #}
-{% macro bar_snapshot_select(placed, symbols, timeframes, gaps, periods=none) %}
+{% macro bar_snapshot_select(placed, symbols, timeframes, periods=none) %}
     with running as (
         select
             bar_key,
@@ -84,7 +83,7 @@
             cast(row_number() over bar_so_far as integer) as count_days,
             first_value(bar_date) over bar_so_far as first_row_date,
             first_value(open) over bar_so_far as bar_open,
-            first_value(gap_count) over bar_so_far as first_row_gap_count,
+            first_value(next_gap_start) over bar_so_far as first_row_next_gap_start,
             max(high) over bar_so_far as bar_high,
             max_by(time_high, high_rank) over bar_so_far as bar_time_high,
             min(low) over bar_so_far as bar_low,
@@ -109,7 +108,7 @@
                 low_rank,
                 source_batch_id,
                 next_bar_date,
-                gap_count,
+                next_gap_start,
                 last_gap_end
             from {{ placed }}
         ) as keyed
@@ -122,7 +121,6 @@
     shaped as (
         select
             r.*,
-            {{ bar_key_part('r.bar_key', 'symbol') }} as symbol_id,
             {{ bar_key_part('r.bar_key', 'bar') }} as bar_seq,
             s.symbol,
             t.tf,
@@ -169,14 +167,6 @@
                 end as integer
             ) as count_missing_end
         from shaped
-    ),
-
-    -- The number (gap_count) of the bar's first gap: the first gap after its first row.
-    with_first_gap as (
-        select
-            *,
-            case when count_missing_interior > 0 then first_row_gap_count + 1 end as first_gap_number
-        from counted
     )
 
     select
@@ -206,7 +196,8 @@
         c.count_missing_end,
         case
             when c.count_missing_start > 0 then c.bar_start_date
-            when c.count_missing_interior > 0 then g.gap_start
+            -- the bar's first gap is the first gap after its first row
+            when c.count_missing_interior > 0 then c.first_row_next_gap_start
             when c.count_missing_end > 0 then {{ add_days('c.bar_date', 1) }}
         end as first_missing_day,
         case
@@ -216,20 +207,21 @@
         end as last_missing_day,
         c.bar_source_batch_id as source_batch_id,
         '{{ invocation_id }}' as invocation_id
-    from with_first_gap as c
-    left join {{ gaps }} as g on c.symbol_id = g.symbol_id and c.first_gap_number = g.gap_count
+    from counted as c
 {% endmacro %}
 
 {#
-    The rows of `days` (int_bars_1d_sequenced rows) with their symbol's number from `symbols`, and
-    two ranks per symbol that make the earliest extreme of a bar a plain arg-max: high_rank orders
-    rows by high, and equal highs earliest last; low_rank orders rows by low, equal lows earliest
-    first. Only their order within a run matters (they are not stored).
+    The rows of `days` (int_bars_1d_sequenced rows) with their symbol's number from `symbols`, the
+    first missing day of the first gap after each row (next_gap_start), and two ranks per symbol
+    that make the earliest extreme of a bar a plain arg-max: high_rank orders rows by high, equal
+    highs earliest last; low_rank orders rows by low, equal lows earliest first. Only their order
+    within one run matters (they are not stored).
 #}
 {% macro ranked_daily_bars(days, symbols) %}
     select
         d.*,
         s.symbol_id,
+        g.gap_start as next_gap_start,
         row_number() over (
             partition by s.symbol_id order by d.high asc nulls first, d.day_seq desc nulls last
         ) as high_rank,
@@ -238,14 +230,12 @@
         ) as low_rank
     from {{ days }} as d
     inner join {{ symbols }} as s on d.symbol = s.symbol
-{% endmacro %}
-
-{#- The gaps of `days` (numbered per symbol by gap_count): the first missing day of each. -#}
-{% macro numbered_gaps(days) %}
-    select
-        symbol_id,
-        gap_count,
-        {{ add_days('prev_bar_date', 1) }} as gap_start
-    from {{ days }}
-    where has_gap_before
+    left join (
+        select
+            symbol,
+            gap_count,
+            {{ add_days('prev_bar_date', 1) }} as gap_start
+        from {{ days }}
+        where has_gap_before
+    ) as g on d.symbol = g.symbol and d.gap_count + 1 = g.gap_count
 {% endmacro %}

@@ -132,10 +132,6 @@
         {{ ranked_daily_bars('scoped_days', 'symbols') }}
     ),
 
-    gaps as (
-        {{ numbered_gaps('days') }}
-    ),
-
     -- Per symbol and timeframe, the first period kept: bar_seq 1.
     first_periods as (
         select
@@ -168,7 +164,7 @@
     ),
 
     final as (
-        {{ bar_snapshot_select('placed', 'symbols', 'timeframes', 'gaps', periods='periods') }}
+        {{ bar_snapshot_select('placed', 'symbols', 'timeframes', periods='periods') }}
     )
 
     select * from final

@@ -59,10 +59,6 @@ days as (
     {{ ranked_daily_bars('scoped_days', 'symbols') }}
 ),
 
-gaps as (
-    {{ numbered_gaps('days') }}
-),
-
 placed as (
     select
         d.*,
@@ -77,7 +73,7 @@ placed as (
 ),
 
 final as (
-    {{ bar_snapshot_select('placed', 'symbols', 'timeframes', 'gaps') }}
+    {{ bar_snapshot_select('placed', 'symbols', 'timeframes') }}
 )
 
 select * from final
