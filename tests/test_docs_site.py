@@ -28,13 +28,14 @@ import duckdb
 import pytest
 import yaml
 
-from quantwarehouse.commands.daily_refresh import TARGETS, DbtBuildStep
 from quantwarehouse.dbt import list_nodes
 from quantwarehouse.docs_site import LINEAGE_FRAGMENT, SITE_FILES
 from quantwarehouse.lakehouse import RETURNS_MATRIX_FILE
 from quantwarehouse.lakehouse_features import FEATURES_MATRIX_FILE
 from quantwarehouse.lock import WriterLock
 from quantwarehouse.paths import DBT_PROJECT_DIR, REPO_ROOT
+from quantwarehouse.refresh.runner import TARGET_ORDER, target_steps
+from quantwarehouse.refresh.steps import DbtStep
 from tests.conftest import run_cli
 
 PROJECT = "quantwarehouse"
@@ -369,9 +370,9 @@ def test_each_published_file_has_one_exposure_on_its_model(docs_server):
 def test_daily_refresh_exposure_depends_on_every_model_it_builds(docs_server, tmp_path):
     selections = [
         part
-        for steps in TARGETS.values()
-        for step in steps
-        if isinstance(step, DbtBuildStep)
+        for target in TARGET_ORDER
+        for step in target_steps(target, validate=False)
+        if isinstance(step, DbtStep)
         for part in step.select
     ]
     nodes = list_nodes(selections, target_path=tmp_path / "target")
