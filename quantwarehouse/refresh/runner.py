@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -52,7 +53,7 @@ from quantwarehouse.refresh.context import (
     RunContext,
     StepReport,
 )
-from quantwarehouse.refresh.state import Model, ModelGraph, known_symbols, relation_exists
+from quantwarehouse.refresh.state import ModelGraph, known_symbols, relation_exists
 from quantwarehouse.refresh.steps import (
     DbtStep,
     GateStep,
@@ -126,14 +127,16 @@ def target_steps(target: str, validate: bool) -> list[Step]:
 
 def build_steps(options: RefreshOptions) -> list[Step]:
     steps = [step for target in options.targets for step in target_steps(target, options.validate)]
-    if options.full_refresh_symbols:
-        dbt_steps = [step for step in steps if isinstance(step, DbtStep)]
-
-        def models(ctx: RunContext) -> list[Model]:
-            return [model for step in dbt_steps for model in step.incremental(ctx)]
-
-        steps.insert(0, ResetSymbolsStep(models))
-    return steps
+    if not options.full_refresh_symbols:
+        return steps
+    dbt_steps = [step for step in steps if isinstance(step, DbtStep)]
+    reset = ResetSymbolsStep(models=lambda ctx: [m for s in dbt_steps for m in s.incremental(ctx)])
+    # The builds recompute the reset symbols: they must not run on a reset that failed.
+    steps = [
+        replace(step, needs=(*step.needs, reset.name)) if isinstance(step, DbtStep) else step
+        for step in steps
+    ]
+    return [reset, *steps]
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -189,7 +192,11 @@ def _hash(step: Step, ctx: RunContext) -> str | None:
     if not ctx.warehouse.exists():
         return None
     parts = step.fingerprint(ctx)
-    return None if parts is None else hash_parts([step.name, dbt_code_hash(), *parts])
+    if parts is None:
+        return None
+    if "code" not in ctx.memo:  # the code does not change during a run: hashed once
+        ctx.memo["code"] = dbt_code_hash()
+    return hash_parts([step.name, ctx.memo["code"], *parts])
 
 
 def run_one(ctx: RunContext, step: Step, record: RunManifest, past: list[dict]) -> StepReport:

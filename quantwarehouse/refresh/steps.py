@@ -7,9 +7,10 @@ gate, the step is skipped with that reason.
 
 A dbt step that fails in a model is retried symbol by symbol (bisection over the symbols the
 failed models had pending, `dbt run` restricted with the var `symbols`), so that one bad symbol
-does not hold back the others: the symbols that still fail are skipped by every later step and the
-step ends `partial`. Before returns, EMAs and features run, the state tables are checked: a symbol
-whose bars lag (see `state.stale_symbols`) is skipped downstream, with the reason.
+does not hold back the others: the symbols that still fail are skipped by every step needing this
+one and the step ends `partial`. Before returns, EMAs and features run, the state tables are
+checked: a symbol whose inputs lag (see `state.stale_symbols`) is skipped by that step, with the
+reason.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any, Protocol
 
 import duckdb
 
+from ingest.loader import run_load
+from ingest.raw_store import RawStore
 from quantwarehouse.dbt import DbtResult, DbtRunError, NodeResult, list_nodes, one_line, run_dbt
 from quantwarehouse.lakehouse import PublishedFile
 from quantwarehouse.manifest import hash_files
@@ -50,6 +53,7 @@ from quantwarehouse.refresh.state import (
     stale_symbols,
     state_fingerprint,
 )
+from quantwarehouse.warehouse import connect
 
 log = logging.getLogger("quantwarehouse.commands.daily_refresh")
 
@@ -106,7 +110,8 @@ def dbt_code_hash() -> str:
 
 @dataclass(frozen=True)
 class IngestStep:
-    """Load the new data of the configured source (configs/refresh.yml) into the raw layer."""
+    """Load the new data of the configured source (configs/refresh.yml) into the raw layer. A
+    failed load stops nothing: the layers still refresh from what the raw layer holds."""
 
     name: str = "ingest"
     needs: tuple[str, ...] = ()
@@ -125,10 +130,6 @@ class IngestStep:
         return None  # the source may hold new data whatever the parameters: always load
 
     def run(self, ctx: RunContext) -> StepReport:
-        from ingest.loader import run_load
-        from ingest.raw_store import RawStore
-        from quantwarehouse.warehouse import connect
-
         started = time.perf_counter()
         config = ctx.options.config
         source = config.build_source()
@@ -149,9 +150,14 @@ class IngestStep:
             progress = progress or Progress(f"ingest {source.name}", total, quiet=ctx.options.quiet)
             progress.update(done, label)
 
-        with connect(ctx.warehouse) as con:
-            summary = run_load(source, RawStore(con), workers=config.source_options.workers,
-                               progress=report)  # fmt: skip
+        try:
+            with connect(ctx.warehouse) as con:
+                summary = run_load(source, RawStore(con), workers=config.source_options.workers,
+                                   progress=report)  # fmt: skip
+        except Exception as exc:  # e.g. the source is unreachable: the layers refresh what raw has
+            log.debug("ingest failed", exc_info=True)
+            reason = one_line(f"{type(exc).__name__}: {exc}")
+            return StepReport(self.name, FAILED, time.perf_counter() - started, reason=reason)
         ok = summary.status == "success"
         return StepReport(
             self.name,
@@ -264,12 +270,21 @@ class DbtStep:
 
     # -- what it builds
 
+    @staticmethod
+    def runs_data_tests(ctx: RunContext) -> bool:
+        """dbt's data tests read whole tables (tens of millions of rows on a large warehouse, more
+        time than the models of a one-day refresh): with the quality gates, which check the
+        slice a run changed, they are left out; unit tests always run."""
+        return not ctx.options.validate
+
     def nodes(self, ctx: RunContext) -> list[dict[str, Any]]:
-        """The nodes `dbt build` runs (models, tests, unit tests), narrowed by the EMA filters."""
+        """The nodes `dbt build` runs (models, unit tests, data tests unless the gates run),
+        narrowed by the EMA filters."""
         key = ("nodes", self.name)
         if key not in ctx.memo:
+            kinds = BUILD_RESOURCE_TYPES - (set() if self.runs_data_tests(ctx) else {"test"})
             found = list_nodes(self.select, resource_type="all", manifest=ctx.dbt_manifest)
-            found = [n for n in found if n["resource_type"] in BUILD_RESOURCE_TYPES]
+            found = [n for n in found if n["resource_type"] in kinds]
             if self.ema_filtered and ctx.options.ema_filter:
                 models = [n["name"] for n in found if n["resource_type"] == "model"]
                 kept = set(selected_models(models, ctx.options.ema_filter))
@@ -289,7 +304,8 @@ class DbtStep:
 
     def dbt_args(self, ctx: RunContext) -> list[str]:
         rebuild = ["--full-refresh"] if ctx.options.rebuilds_everything else []
-        return ["build", "--select", *self.selection(ctx), *rebuild]
+        tests = [] if self.runs_data_tests(ctx) else ["--exclude-resource-type", "test"]
+        return ["build", "--select", *self.selection(ctx), *rebuild, *tests]
 
     def variables(self, ctx: RunContext, symbols: Iterable[str] = ()) -> dict[str, object]:
         found: dict[str, object] = {}
@@ -332,7 +348,8 @@ class DbtStep:
                 materialized = node["config"]["materialized"]
                 lines.append(_model_plan(ctx, con, self.name, node["name"], materialized))
         tests = sum(1 for n in self.nodes(ctx) if n["resource_type"] != "model")
-        lines.append(f"  and {tests} data tests and unit tests")
+        kinds = "data tests and unit tests" if self.runs_data_tests(ctx) else "unit tests"
+        lines.append(f"  and {tests} {kinds}")
         if self.checks_inputs and con is not None:
             lines += self._plan_inputs(ctx, con)
         return lines
@@ -392,6 +409,7 @@ class DbtStep:
             result = self._invoke(ctx, self.dbt_args(ctx), symbols, on_node)
         except DbtRunError as exc:
             return self._recover(ctx, exc, started, symbols, count)
+        progress.update(len(nodes), "done")
         return StepReport(
             self.name,
             SUCCESS,
@@ -780,7 +798,7 @@ class PublishStep:
         with ctx.read_only() as con:
             data = state_fingerprint(con, ctx.graph.incremental([self.model]))
         written = [stat.st_size, stat.st_mtime_ns] if stat else None
-        return [str(path), data, written, dbt_code_hash()]
+        return [str(path), data, written]
 
     def run(self, ctx: RunContext) -> StepReport:
         started = time.perf_counter()
