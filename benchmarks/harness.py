@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,33 @@ def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, children) / 1024, 1)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A finished command: its wall time, its own peak memory and what it printed."""
+
+    seconds: float
+    peak_mb: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_command(args: list[str], env: dict[str, str], cwd: Path) -> Command:
+    """Run `args` to completion; its peak memory comes from its own resource usage (wait4)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        return Command(
+            round(seconds, 2), round(usage.ru_maxrss / 1024, 1), process.returncode,
+            out.read(), err.read(),
+        )  # fmt: skip
 
 
 def run_case_in_subprocess(module: str, case: str, workdir: Path) -> Metrics:

@@ -20,14 +20,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Case, Metrics, timed
+from benchmarks.harness import Case, Command, Metrics, run_command
 from ingest.synthetic import resolve_preset
 from quantwarehouse.paths import DBT_PROJECT_DIR, REPO_ROOT
 
@@ -60,19 +59,22 @@ def environment(folder: Path) -> dict[str, str]:
     }
 
 
-def child(args: list[str], folder: Path, *, allowed: tuple[int, ...] = (0,)) -> str:
-    result = subprocess.run(
-        args, env=environment(folder), capture_output=True, text=True, check=False, cwd=REPO_ROOT
-    )
+def measured(args: list[str], folder: Path, *, allowed: tuple[int, ...] = (0,)) -> Command:
+    """Run `args` on the warehouse of `folder`; an exit status not in `allowed` is an error."""
+    result = run_command(args, environment(folder), REPO_ROOT)
     if result.returncode not in allowed:
         raise RuntimeError(
             f"{' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
         )
-    return result.stdout
+    return result
 
 
-def orchestrate(folder: Path, *args: str, allowed: tuple[int, ...] = (0,)) -> str:
-    return child(
+def child(args: list[str], folder: Path, *, allowed: tuple[int, ...] = (0,)) -> str:
+    return measured(args, folder, allowed=allowed).stdout
+
+
+def orchestrate(folder: Path, *args: str, allowed: tuple[int, ...] = (0,)) -> Command:
+    return measured(
         [sys.executable, str(REPO_ROOT / "orchestrate.py"), *args], folder, allowed=allowed
     )
 
@@ -103,25 +105,31 @@ def base(root: Path) -> tuple[Path, dict[str, Any]]:
         (folder / "data").mkdir(parents=True)
         base_day, _ = preset_days()
         command = ["ingest", "--source", "synthetic", "--preset", PRESET, "--until", base_day]
-        ingest_s, _ = timed(lambda: orchestrate(folder, *command, "--quiet"))
+        ingest = orchestrate(folder, *command, "--quiet")
         build = ["daily-refresh", "--bars", "--returns", "--emas", "--features", "--quiet"]
-        build_s, _ = timed(lambda: orchestrate(folder, *build))
+        full = orchestrate(folder, *build)
         figures = {
-            "ingest_s": round(ingest_s, 1),
-            "full_build_s": round(build_s, 1),
+            "ingest_s": round(ingest.seconds, 1),
+            "full_build_s": round(full.seconds, 1),
+            "full_build_peak_mb": full.peak_mb,
             "full_build_steps_s": step_seconds(last_manifest(folder)),
         }
         figures_file.write_text(json.dumps(figures))
     return folder, json.loads(figures_file.read_text())
 
 
-def copy_base(root: Path, folder: Path) -> None:
-    source, _ = base(root)
+def copy_warehouse(source: Path, folder: Path) -> None:
+    """A fresh `folder` holding a copy of the warehouse of `source`."""
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "data").mkdir(parents=True)
     for path in (source / "data").glob("warehouse.duckdb*"):
         if path.is_file():
             shutil.copyfile(path, folder / "data" / path.name)
+
+
+def copy_base(root: Path, folder: Path) -> None:
+    source, _ = base(root)
+    copy_warehouse(source, folder)
 
 
 def refresh_one_day(workdir: Path) -> Metrics:
@@ -131,7 +139,8 @@ def refresh_one_day(workdir: Path) -> Metrics:
     config = write_config(workdir, new_day)
     # Exit status 1 is a run that finished with a failure (e.g. a quality gate): still timed.
     command = ["daily-refresh", "--all", "--config", str(config)]
-    wall, _ = timed(lambda: orchestrate(workdir, *command, allowed=(0, 1)))
+    run = orchestrate(workdir, *command, allowed=(0, 1))
+    wall = run.seconds
     manifest = last_manifest(workdir)
     steps = step_seconds(manifest)
     figures: Metrics = {
@@ -141,6 +150,7 @@ def refresh_one_day(workdir: Path) -> Metrics:
         "base_ingest_s": prepared["ingest_s"],
         "status": manifest["status"],
         "failure": manifest["error"] or "",
+        "peak_mb": run.peak_mb,
     }
     for name, seconds in steps.items():
         figures[f"step {name} s"] = seconds

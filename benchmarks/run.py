@@ -17,6 +17,7 @@ from benchmarks.harness import Case, Metrics, peak_rss_mb, run_case_in_subproces
 # Modules holding `CASES: list[Case]`; each issue adds its own.
 CASE_MODULES: tuple[str, ...] = (
     "benchmarks.ingest_bench",
+    "benchmarks.core_bench",
     "benchmarks.ema_bench",
     "benchmarks.refresh_bench",
     "benchmarks.sleeves_bench",

@@ -29,6 +29,7 @@ from ingest.synthetic import (
     resolve_preset,
     symbol_metadata,
 )
+from ingest.synthetic.faults import plan_faults
 from ingest.synthetic.generate import clear_panel_cache, symbol_history
 from ingest.synthetic.market import MEAN_REVERTING, TRENDING_DOWN, TRENDING_UP, ar1_filter
 from tests.conftest import run_cli
@@ -613,3 +614,24 @@ def test_a_valid_custom_preset_file_loads_with_defaults(tmp_path):
     path.write_text(VALID_PRESET)
     preset = load_presets(path).get(None)
     assert (preset.name, preset.days, preset.faults, preset.delisted) == ("a", 61, FaultRates(), 0)
+
+
+def test_a_symbols_first_and_last_bars_never_get_a_fault():
+    """The toxic guard needs a previous close; and the last day of a fixed calendar could never
+    bring a late bar or a revision, so a fault there would leave the latest bar missing for good."""
+    rates = dataclasses.replace(FaultRates(), missing=0.15, late=0.15, toxic_spike=0.15)
+    bar_day = np.arange(20_000, 20_040)
+    with_faults = 0
+    for seed in range(200):
+        plan = plan_faults(bar_day, rates, np.random.default_rng(seed))
+        faulted = (
+            plan.missing
+            | (plan.published_day != bar_day)
+            | plan.duplicate
+            | (plan.spike != 1.0)
+            | plan.high_below_range
+            | plan.low_above_range
+        )
+        assert not faulted[0] and not faulted[-1], seed
+        with_faults += int(faulted[1:-1].any())
+    assert with_faults == 200  # the other bars still get their faults

@@ -12,6 +12,8 @@ The schedule is drawn from the seed over a symbol's whole life, independent of `
   bar returns (the toxic guard rejects it).
 
 A symbol's first bar never gets a fault: the toxic guard needs a previous close to compare with.
+Nor does its last bar: on the last day of a preset's fixed calendar no later day can bring a late
+bar or a revision, so a fault there would stay a missing latest bar for good.
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ class FaultPlan:
 
 
 def _positions(size: int, rates: FaultRates, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Distinct bars for each fault kind (never the first), about `rate * size` of each."""
+    """Distinct bars for each fault kind (never the first nor the last), about `rate * size` of
+    each."""
     counts = [rng.binomial(size, getattr(rates, name)) for name in FaultRates.RATE_NAMES]
     order = rng.permutation(np.arange(1, size))
     groups = np.split(order, np.cumsum(counts))[:-1]  # the last group: bars left clean
+    # Dropped after the draw, not left out of it, so that every other bar keeps its fault.
+    groups = [group[group != size - 1] for group in groups]
     return dict(zip(FaultRates.RATE_NAMES, groups, strict=True))
 
 
