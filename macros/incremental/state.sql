@@ -3,8 +3,16 @@
     timestamp and load batch processed, the earliest timestamp seen, the row count and when.
 
     `update_state()` runs as a post-hook inside the model's transaction, so rows and watermark move
-    together (a crash leaves both as they were). It refreshes the partitions the current invocation
-    wrote (rows tagged with `invocation_id`), or all of them on a full rebuild.
+    together (a crash leaves both as they were). On a full rebuild it aggregates the whole table. On
+    an incremental run it moves the state of the partitions the run wrote from what symbol_range
+    recorded of the write (written_partitions()), without reading the model's table again:
+      last_source_ts  the new rows' last time (they run to the end of the partition)
+      last_batch_id   the greater of the stored one and the new rows' (a recomputed row never
+                      reads an older batch than the row it replaces: raw is append-only)
+      earliest_ts     the lesser of the stored one and the new rows' first time
+      row_count       stored - deleted + inserted
+    A partition without a state row was recomputed from its first row (dirty_symbols() makes such
+    a symbol dirty from its first upstream row), so the write alone is its state.
 #}
 {% macro state_relation(model_name=none) %}
     {%- set name = model_name or this.identifier -%}
@@ -15,6 +23,7 @@
     {%- set keys = config.get('partition_keys', ['symbol']) -%}
     {%- set range_column = config.require('range_column') -%}
     {%- set state = state_relation() -%}
+    {%- set merged = this.identifier ~ '__state' -%}
     create schema if not exists {{ this.database }}.state;
     create table if not exists {{ state }} as
     select
@@ -28,30 +37,45 @@
     where false
     group by {{ keys | join(', ') }};
     {% if is_incremental() %}
+        create or replace temp table {{ merged }} as
+        select
+            {% for key in keys -%}
+                w.{{ key }},
+            {% endfor -%}
+            w.range_end as last_source_ts,
+            greatest(s.last_batch_id, w.last_batch_id) as last_batch_id,
+            least(s.earliest_ts, w.range_start) as earliest_ts,
+            coalesce(s.row_count - w.deleted_rows, 0) + w.inserted_rows as row_count,
+            now() as updated_at
+        from {{ written_partitions() }} as w
+        left join {{ state }} as s
+            on
+                {% for key in keys -%}
+                    {{ 'and ' if not loop.first }}s.{{ key }} = w.{{ key }}
+                {% endfor %};
         delete from {{ state }} as s
-        where exists (
-            select 1 from {{ this }} as m
-            where m.invocation_id = '{{ invocation_id }}'
-                {% for key in keys %} and m.{{ key }} = s.{{ key }}{% endfor %}
-        );
+        using {{ merged }} as m
+        where
+            {% for key in keys -%}
+                {{ 'and ' if not loop.first }}s.{{ key }} = m.{{ key }}
+            {% endfor %};
+        insert into {{ state }}
+        select * from {{ merged }};
+        drop table {{ merged }};
+        drop table {{ written_partitions() }};
     {% else %}
         delete from {{ state }};
+        insert into {{ state }}
+        select
+            {{ keys | join(', ') }},
+            max({{ range_column }}) as last_source_ts,
+            max(source_batch_id) as last_batch_id,
+            min({{ range_column }}) as earliest_ts,
+            count(*) as row_count,
+            now() as updated_at
+        from {{ this }}
+        group by {{ keys | join(', ') }};
     {% endif %}
-    insert into {{ state }}
-    select
-        {{ keys | join(', ') }},
-        max({{ range_column }}) as last_source_ts,
-        max(source_batch_id) as last_batch_id,
-        min({{ range_column }}) as earliest_ts,
-        count(*) as row_count,
-        now() as updated_at
-    from {{ this }} as m
-    where exists (
-        select 1 from {{ this }} as w
-        where w.invocation_id = '{{ invocation_id }}'
-            {% for key in keys %} and w.{{ key }} = m.{{ key }}{% endfor %}
-    )
-    group by {{ keys | join(', ') }}
 {% endmacro %}
 
 {#
