@@ -2,7 +2,9 @@
 
 For each history length (the preset's first 4 years, then all 8), a base: the preset ingested up
 to a day, then `daily-refresh --bars --returns` from scratch (the full build: staging, bars_1d, the
-bar families, returns_daily, the marts, the returns matrix). Then, each on a copy of the base:
+bar families, returns_daily, the marts, the returns matrix). Then, each on the base's warehouse
+(restored in the same folder, so that dbt's target folder and its parse stay, as on an operator's
+machine):
 
 - one_day: the next day arrives (`ingest --until` one day later), then the same refresh;
 - revision: one bar of one symbol two years before the base day is revised (a Binance CSV of that
@@ -25,9 +27,10 @@ import duckdb
 from benchmarks.harness import Case, Metrics
 from benchmarks.refresh_bench import (
     PRESET,
-    copy_warehouse,
     last_manifest,
     orchestrate,
+    restore_warehouse,
+    save_warehouse,
     step_seconds,
 )
 from ingest.synthetic import resolve_preset
@@ -85,26 +88,22 @@ def step_seconds_of(folder: Path) -> Metrics:
 
 def history(workdir: Path, years: int) -> Metrics:
     day = base_day(years)
-    base = workdir / f"{years}y-base"
-    shutil.rmtree(base, ignore_errors=True)
-    ingest_until(base, day)
+    folder = workdir / f"{years}y"
+    shutil.rmtree(folder, ignore_errors=True)
+    ingest_until(folder, day)
     figures: Metrics = {f"{years}y base day": str(day)}
-    full = refresh(base)
-    figures |= {f"{years}y full {key}": value for key, value in full.items()}
+    figures |= {f"{years}y full {key}": value for key, value in refresh(folder).items()}
+    save_warehouse(folder)
 
-    one_day = workdir / f"{years}y-one-day"
-    copy_warehouse(base, one_day)
-    ingest_until(one_day, day + timedelta(days=1))
-    figures |= {f"{years}y one_day {key}": value for key, value in refresh(one_day).items()}
+    ingest_until(folder, day + timedelta(days=1))
+    figures |= {f"{years}y one_day {key}": value for key, value in refresh(folder).items()}
 
-    revision = workdir / f"{years}y-revision"
-    copy_warehouse(base, revision)
-    csv_folder = revision / "revision-csv"
-    warehouse = base / "data" / "warehouse.duckdb"
-    symbol = write_revision(csv_folder, warehouse, day - timedelta(days=730))
-    orchestrate(revision, "ingest", "--source", "files", "--path", str(csv_folder), "--quiet")
+    restore_warehouse(folder)
+    csv_folder = folder / "revision-csv"
+    symbol = write_revision(csv_folder, folder / "data" / "warehouse.duckdb", day - timedelta(730))
+    orchestrate(folder, "ingest", "--source", "files", "--path", str(csv_folder), "--quiet")
     figures[f"{years}y revision symbol"] = symbol
-    figures |= {f"{years}y revision {key}": value for key, value in refresh(revision).items()}
+    figures |= {f"{years}y revision {key}": value for key, value in refresh(folder).items()}
 
     for case in ("one_day", "revision"):
         share = float(figures[f"{years}y {case} s"]) / float(figures[f"{years}y full s"])

@@ -108,6 +108,23 @@ def _release_duckdb() -> None:
         DuckDBConnectionManager.close_all_connections()
 
 
+def invoke_dbt(
+    full_args: Sequence[str],
+    *,
+    manifest: Any = None,
+    callbacks: Sequence[Callable[[Any], None]] = (),
+) -> Any:
+    """One dbtRunner call (dbt's dbtRunnerResult back), the environment set by the caller; the
+    DuckDB database dbt-duckdb keeps open between calls is closed afterwards, so that the next
+    opener of the file (another process, a read-only connection) is not refused."""
+    from dbt.cli.main import dbtRunner
+
+    try:
+        return dbtRunner(manifest=manifest, callbacks=list(callbacks)).invoke(list(full_args))
+    finally:
+        _release_duckdb()
+
+
 def dbt_args(
     args: Sequence[str],
     *,
@@ -130,7 +147,8 @@ def dbt_args(
     return full
 
 
-def _node_result(run_result: Any) -> NodeResult:
+def node_result(run_result: Any) -> NodeResult:
+    """One node's outcome from dbt's run result."""
     node = run_result.node
     config = getattr(node, "config", None)
     attached = getattr(node, "attached_node", None)
@@ -204,7 +222,6 @@ def run_dbt(
     `target_path` and `log_path` default to `DBT_TARGET_PATH` / `DBT_LOG_PATH` when set, else to
     the project's `target/` and `logs/`. `manifest` (from `parse_project`) skips parsing.
     """
-    from dbt.cli.main import dbtRunner
     from dbt_common.invocation import get_invocation_id
 
     warehouse = warehouse_path()
@@ -218,10 +235,7 @@ def run_dbt(
 
     started = time.perf_counter()
     with _warehouse_env(warehouse):
-        try:
-            outcome = dbtRunner(manifest=manifest, callbacks=[forward]).invoke(full)
-        finally:
-            _release_duckdb()
+        outcome = invoke_dbt(full, manifest=manifest, callbacks=[forward])
     seconds = time.perf_counter() - started
     command = args[0] if args else "dbt"
     if outcome.exception is not None:
@@ -229,7 +243,7 @@ def run_dbt(
         raise DbtRunError(message) from outcome.exception
     invocation_id = get_invocation_id()
     raw_results = getattr(outcome.result, "results", None) or []
-    nodes = _rows_written([_node_result(r) for r in raw_results], invocation_id, warehouse)
+    nodes = _rows_written([node_result(r) for r in raw_results], invocation_id, warehouse)
     result = DbtResult(tuple(args), invocation_id, tuple(nodes), seconds)
     if result.failures:
         raise DbtRunError(_failure_message(command, result.failures), result)
@@ -248,13 +262,11 @@ def list_nodes(
 ) -> list[dict[str, Any]]:
     """The selected nodes in dbt's order (`dbt ls`), without touching the warehouse.
     `manifest` (from `parse_project`) skips parsing."""
-    from dbt.cli.main import dbtRunner
-
     args = ["ls", "--select", *select, "--resource-type", resource_type]
     args += ["--output", "json", "--output-keys", "name", "resource_type", "config"]
     full = dbt_args(args, variables=variables, target_path=target_path)
     with _warehouse_env(warehouse_path()):
-        outcome = dbtRunner(manifest=manifest).invoke(full)
+        outcome = invoke_dbt(full, manifest=manifest)
     if outcome.exception is not None or not outcome.success:
         raise DbtRunError(f"dbt ls --select {' '.join(select)} failed: {outcome.exception}")
     return [json.loads(line) for line in outcome.result or []]
@@ -267,10 +279,8 @@ def parse_project(*, target_path: Path | None = None) -> Any:
     whose file has the same name as the one `warehouse_path()` gives now. Vars are read when each
     call compiles, so calls with different vars can share it.
     """
-    from dbt.cli.main import dbtRunner
-
     with _warehouse_env(warehouse_path()):
-        outcome = dbtRunner().invoke(dbt_args(["parse"], target_path=target_path))
+        outcome = invoke_dbt(dbt_args(["parse"], target_path=target_path))
     if not outcome.success or outcome.result is None:
         raise DbtRunError(f"dbt parse failed: {outcome.exception}")
     return outcome.result

@@ -55,9 +55,9 @@ from quantwarehouse.dbt import (
     DbtResult,
     DbtRunError,
     NodeResult,
-    _node_result,
-    _release_duckdb,
     dbt_args,
+    invoke_dbt,
+    node_result,
     one_line,
 )
 from quantwarehouse.lock import ReaderLock
@@ -623,32 +623,24 @@ class RunDbt:
         )
 
     def parse(self) -> None:
-        from dbt.cli.main import dbtRunner
-
         with _run_target_env(self.run_db, self.warehouse):
-            outcome = dbtRunner().invoke(self._args(["parse"]))
+            outcome = invoke_dbt(self._args(["parse"]))
         if not outcome.success or outcome.result is None:
             raise DbtRunError(f"dbt parse failed: {one_line(str(outcome.exception))}")
         self.manifest = outcome.result
 
     def build(self, models: tuple[str, ...]) -> DbtResult:
         """`dbt build` of the models (and their tests); raise DbtRunError naming failing nodes."""
-        from dbt.cli.main import dbtRunner
         from dbt_common.invocation import get_invocation_id
 
         started = time.perf_counter()
         with _run_target_env(self.run_db, self.warehouse):
-            try:
-                outcome = dbtRunner(manifest=self.manifest).invoke(
-                    self._args(["build", "--select", *models])
-                )
-            finally:
-                _release_duckdb()
+            outcome = invoke_dbt(self._args(["build", "--select", *models]), manifest=self.manifest)
         if isinstance(outcome.exception, KeyboardInterrupt):  # dbtRunner returns it, we stop
             raise outcome.exception
         if outcome.exception is not None:
             raise DbtRunError(f"dbt build could not run: {one_line(str(outcome.exception))}")
-        nodes = tuple(_node_result(r) for r in getattr(outcome.result, "results", None) or [])
+        nodes = tuple(node_result(r) for r in getattr(outcome.result, "results", None) or [])
         result = DbtResult(
             ("build", *models), get_invocation_id(), nodes, time.perf_counter() - started
         )

@@ -47,7 +47,7 @@ from ingest.intervals import INTERVAL_MICROS
 from ingest.loader import Source, SourcePart, WorkItem, run_load
 from ingest.raw_store import RawStore
 from ingest.records import CANDIDATE_SCHEMA
-from quantwarehouse.dbt import _release_duckdb, _warehouse_env, dbt_args
+from quantwarehouse.dbt import _warehouse_env, dbt_args, invoke_dbt
 
 # The manifest is parsed once with this file name: dbt-duckdb names the database after the file's
 # stem, so every warehouse the harness builds must carry the same name (in its own folder).
@@ -203,13 +203,10 @@ class DbtSession:
     def invoke(self, warehouse: Path, *args: str) -> dbtRunnerResult:
         """One dbt command on the warehouse, with the parsed manifest (dbt does not parse again)."""
         check_warehouse_name(warehouse)
+        # No manifest.json or run_results.json: the results come back in memory.
+        arguments = dbt_arguments([*args, "--no-write-json"], self.workdir)
         with _warehouse_env(warehouse):
-            try:
-                runner = dbtRunner(manifest=self.project.manifest)
-                # No manifest.json or run_results.json: the results come back in memory.
-                result = runner.invoke(dbt_arguments([*args, "--no-write-json"], self.workdir))
-            finally:
-                _release_duckdb()
+            result = invoke_dbt(arguments, manifest=self.project.manifest)
         if not result.success:
             raise DbtFailure(describe_failure(args, result, self.log_dir))
         return result

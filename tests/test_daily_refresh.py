@@ -263,7 +263,7 @@ def test_dry_run_of_one_symbol_with_filters(base, tmp_path):
     assert "step 1/2: reset symbols" in out
     assert f"emas_multi_tf: {expected_rows} rows" in out
     assert "emas_1d" not in out.split("step 2/2")[1]  # --tfs 7d: only the multi-tf EMAs
-    assert "dbt build --select emas_multi_tf --vars" in out
+    assert "dbt build --select emas_multi_tf --exclude-resource-type unit_test --vars" in out
     assert "'periods': [10]" in out and "'tfs': ['7d']" in out
     assert "'symbols': ['CCCUSDT']" in out
 

@@ -79,3 +79,25 @@ def test_failing_test_names_its_model(warehouse, dbt_workdir, dbt_manifest):
     message = str(failure.value)
     assert "test accepted_values_stg_klines_interval" in message
     assert "(on stg_klines)" in message
+
+
+def test_data_tests_on_written_rows_read_only_what_the_build_wrote(
+    warehouse, dbt_workdir, dbt_manifest
+):
+    """With the var data_tests_on_written_rows (daily-refresh), a data test of an incremental
+    model reads the rows its build wrote: an old broken row passes unseen, and the same test
+    without the var (a whole-table audit) names it."""
+    load_batch(warehouse, random_walk("AAAUSDT", date(2024, 1, 1), 10))
+    build = ["build", "--select", "bars_1d", "--exclude-resource-type", "unit_test"]
+    run_dbt(["run", "--select", "stg_klines"], manifest=dbt_manifest)
+    run_dbt(build, manifest=dbt_manifest)
+    with duckdb.connect(str(warehouse)) as con:  # an old row repeated, written past dbt
+        con.execute("insert into main.bars_1d from main.bars_1d where bar_date = '2024-01-02'")
+    load_batch(warehouse, random_walk("AAAUSDT", date(2024, 1, 11), 1, seed=2))
+    on_slice = {"data_tests_on_written_rows": True}
+
+    result = run_dbt(build, variables=on_slice, manifest=dbt_manifest)
+    assert [(m.name, m.rows_written) for m in result.models] == [("bars_1d", 1)]
+    with pytest.raises(DbtRunError, match=r"bars_1d_primary_key"):
+        run_dbt(["test", "--select", "bars_1d", "--exclude-resource-type", "unit_test"],
+                manifest=dbt_manifest)  # fmt: skip

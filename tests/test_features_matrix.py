@@ -340,14 +340,19 @@ def test_late_revision_rewrites_from_its_day_and_equals_a_full_rebuild(project, 
     assert not problems, "\n".join(problems)
 
 
-def test_symbols_var_limits_the_run_and_the_rest_follows_later(project, tmp_path):
+@pytest.mark.parametrize(
+    "variables", ["{symbols: [AAAUSDT]}", "{exclude_symbols: [BBBUSDT]}"], ids=["only", "exclude"]
+)
+def test_symbols_vars_limit_the_run_and_the_rest_follows_later(project, tmp_path, variables):
+    """`symbols` (daily-refresh --symbols) and `exclude_symbols` (symbols failed or stale
+    upstream) both leave BBB's new day for a later run."""
     warehouse = new_warehouse(tmp_path / "warehouse")
     load_batch(warehouse, concat(walk("AAAUSDT", 0, 59), walk("BBBUSDT", 0, 59)))
     build(project, tmp_path, warehouse)
     load_batch(warehouse, concat(walk("AAAUSDT", 60, 60), walk("BBBUSDT", 60, 60)))
     model = project.model(MODEL)
 
-    only_a = build(project, tmp_path, warehouse, "--vars", "{symbols: [AAAUSDT]}")
+    only_a = build(project, tmp_path, warehouse, "--vars", variables)
     assert set(rows_written(warehouse, model, only_a)) == {("AAAUSDT",)}
     rest = build(project, tmp_path, warehouse)
     assert {key: w.first for key, w in rows_written(warehouse, model, rest).items()} == {

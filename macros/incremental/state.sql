@@ -19,13 +19,8 @@
     {{- adapter.quote_as_configured(this.database, 'database') }}.state.{{ name -}}
 {% endmacro %}
 
-{% macro update_state() %}
-    {%- set keys = config.get('partition_keys', ['symbol']) -%}
-    {%- set range_column = config.require('range_column') -%}
-    {%- set state = state_relation() -%}
-    {%- set merged = this.identifier ~ '__state' -%}
-    create schema if not exists {{ this.database }}.state;
-    create table if not exists {{ state }} as
+{#- The state of every partition of the model's table (`filter`: a where clause). -#}
+{% macro partition_state(keys, range_column, filter='') %}
     select
         {{ keys | join(', ') }},
         max({{ range_column }}) as last_source_ts,
@@ -34,8 +29,18 @@
         count(*) as row_count,
         now() as updated_at
     from {{ this }}
-    where false
-    group by {{ keys | join(', ') }};
+    {{ filter }}
+    group by {{ keys | join(', ') }}
+{% endmacro %}
+
+{% macro update_state() %}
+    {%- set keys = config.get('partition_keys', ['symbol']) -%}
+    {%- set range_column = config.require('range_column') -%}
+    {%- set state = state_relation() -%}
+    {%- set merged = this.identifier ~ '__state' -%}
+    create schema if not exists {{ this.database }}.state;
+    create table if not exists {{ state }} as
+    {{ partition_state(keys, range_column, 'where false') }};
     {% if is_incremental() %}
         create or replace temp table {{ merged }} as
         select
@@ -66,15 +71,7 @@
     {% else %}
         delete from {{ state }};
         insert into {{ state }}
-        select
-            {{ keys | join(', ') }},
-            max({{ range_column }}) as last_source_ts,
-            max(source_batch_id) as last_batch_id,
-            min({{ range_column }}) as earliest_ts,
-            count(*) as row_count,
-            now() as updated_at
-        from {{ this }}
-        group by {{ keys | join(', ') }};
+        {{ partition_state(keys, range_column) }};
     {% endif %}
 {% endmacro %}
 

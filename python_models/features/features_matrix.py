@@ -23,7 +23,14 @@ def model(dbt: Any, session: duckdb.DuckDBPyConnection) -> pa.Table:
     bars = dbt.ref("bars_1d").select(", ".join(BAR_COLUMNS))
     emit_from = None
     if dbt.is_incremental:
-        dirty = dirty_symbols(session, bars, dbt.this, "bar_date", only_symbols=dbt.vars["symbols"])
+        dirty = dirty_symbols(
+            session,
+            bars,
+            dbt.this,
+            "bar_date",
+            only_symbols=dbt.vars["symbols"],
+            exclude_symbols=dbt.vars["exclude_symbols"],
+        )
         emit_from = dict(dirty.fetchall())
         bars = bars.join(dirty, "symbol", how="semi")
     frame = bars.order("symbol, bar_date").df()

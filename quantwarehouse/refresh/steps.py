@@ -60,7 +60,8 @@ log = logging.getLogger("quantwarehouse.commands.daily_refresh")
 # A symbol no data has: a run restricted to it recomputes nothing, which tells a failure that
 # does not depend on the data (a bug, a missing relation) from one caused by some symbol's rows.
 NO_SYMBOL = "-"
-BUILD_RESOURCE_TYPES = frozenset({"model", "test", "unit_test", "seed", "snapshot"})
+# Unit tests test the code, not the data: `make test` runs them (dbt's advice: not in production).
+BUILD_RESOURCE_TYPES = frozenset({"model", "test", "seed", "snapshot"})
 SHOWN_SYMBOLS = 8
 
 
@@ -256,7 +257,7 @@ def _log_node(node: NodeResult) -> None:
 
 @dataclass(frozen=True)
 class DbtStep:
-    """`dbt build --select <selection>`: models, their tests and unit tests.
+    """`dbt build --select <selection>`: models and their data tests (see `runs_data_tests`).
 
     checks_inputs  check the incremental models it reads are fresh first (returns, EMAs, features)
     ema_filtered   the EMA filters apply: families left out, filter vars passed
@@ -272,14 +273,14 @@ class DbtStep:
 
     @staticmethod
     def runs_data_tests(ctx: RunContext) -> bool:
-        """dbt's data tests read whole tables (tens of millions of rows on a large warehouse, more
-        time than the models of a one-day refresh): with the quality gates, which check the
-        slice a run changed, they are left out; unit tests always run."""
+        """dbt's data tests run on the rows the build wrote (the var data_tests_on_written_rows,
+        see macros/tests/get_where_subquery.sql); with the quality gates, which check that slice
+        too, they are left out."""
         return not ctx.options.validate
 
     def nodes(self, ctx: RunContext) -> list[dict[str, Any]]:
-        """The nodes `dbt build` runs (models, unit tests, data tests unless the gates run),
-        narrowed by the EMA filters."""
+        """The nodes `dbt build` runs (models, data tests unless the gates run), narrowed by the
+        EMA filters."""
         key = ("nodes", self.name)
         if key not in ctx.memo:
             kinds = BUILD_RESOURCE_TYPES - (set() if self.runs_data_tests(ctx) else {"test"})
@@ -304,8 +305,9 @@ class DbtStep:
 
     def dbt_args(self, ctx: RunContext) -> list[str]:
         rebuild = ["--full-refresh"] if ctx.options.rebuilds_everything else []
-        tests = [] if self.runs_data_tests(ctx) else ["--exclude-resource-type", "test"]
-        return ["build", "--select", *self.selection(ctx), *rebuild, *tests]
+        excluded = ["unit_test"] if self.runs_data_tests(ctx) else ["unit_test", "test"]
+        exclusions = [arg for kind in excluded for arg in ("--exclude-resource-type", kind)]
+        return ["build", "--select", *self.selection(ctx), *rebuild, *exclusions]
 
     def variables(self, ctx: RunContext, symbols: Iterable[str] = ()) -> dict[str, object]:
         found: dict[str, object] = {}
@@ -317,6 +319,8 @@ class DbtStep:
             found["exclude_symbols"] = sorted(excluded)
         if self.ema_filtered:
             found.update(ctx.options.ema_filter.dbt_vars)
+        if self.runs_data_tests(ctx):
+            found["data_tests_on_written_rows"] = True
         return found
 
     def fingerprint(self, ctx: RunContext) -> list[object] | None:
@@ -348,8 +352,8 @@ class DbtStep:
                 materialized = node["config"]["materialized"]
                 lines.append(_model_plan(ctx, con, self.name, node["name"], materialized))
         tests = sum(1 for n in self.nodes(ctx) if n["resource_type"] != "model")
-        kinds = "data tests and unit tests" if self.runs_data_tests(ctx) else "unit tests"
-        lines.append(f"  and {tests} {kinds}")
+        if tests:
+            lines.append(f"  and {tests} data tests on the rows written")
         if self.checks_inputs and con is not None:
             lines += self._plan_inputs(ctx, con)
         return lines
