@@ -11,22 +11,15 @@ import pytest
 
 from benchmarks.sleeves_bench import walk_forward_loop
 from quantwarehouse.features import symbol_features
-from quantwarehouse.sleeves import (
-    AuditTrail,
-    aggregate,
-    environment_info,
-    frame_hash,
-    load_profile,
-    metadata_as_of,
-    optimize,
-    performance_metrics,
-    preopt_analysis,
-    select_htr,
-    sign_test,
-    synthesize,
-    verify_audit,
-    walk_forward,
-)
+from quantwarehouse.sleeves.audit import AuditTrail, environment_info, frame_hash, verify_audit
+from quantwarehouse.sleeves.backtest import walk_forward
+from quantwarehouse.sleeves.metrics import performance_metrics
+from quantwarehouse.sleeves.optimize import optimize
+from quantwarehouse.sleeves.preopt import preopt_analysis
+from quantwarehouse.sleeves.profiles import load_profile
+from quantwarehouse.sleeves.selection import aggregate, metadata_as_of, select_htr
+from quantwarehouse.sleeves.sign_test import sign_test
+from quantwarehouse.sleeves.synthesis import synthesize
 
 pytestmark = pytest.mark.shared_data
 

@@ -13,48 +13,9 @@ The pipeline of one sleeve (DOMAIN.md "Alpha production"), in call order:
     bt = walk_forward(features, returns, profile, start, end)
     figures = performance_metrics(bt.daily_returns)
 
-`riskfolio` is imported only when an optimizer runs (it takes seconds to import).
+`riskfolio` is imported only when an optimizer runs (it takes seconds to import), and the
+functions live in their modules (audit, backtest, metrics, optimize, preopt, profiles, selection,
+sign_test, synthesis).
+
+The package imports nothing itself: a command that needs one step pays only for that module.
 """
-
-from quantwarehouse.sleeves.audit import AuditTrail, environment_info, frame_hash, verify_audit
-from quantwarehouse.sleeves.backtest import BacktestResult, walk_forward
-from quantwarehouse.sleeves.metrics import performance_metrics
-from quantwarehouse.sleeves.optimize import OptimizationResult, StableSumError, optimize
-from quantwarehouse.sleeves.preopt import PreOptResult, preopt_analysis
-from quantwarehouse.sleeves.profiles import Profile, available_profiles, load_profile
-from quantwarehouse.sleeves.selection import (
-    AggregationResult,
-    SelectionResult,
-    aggregate,
-    metadata_as_of,
-    select_htr,
-)
-from quantwarehouse.sleeves.sign_test import sign_test
-from quantwarehouse.sleeves.synthesis import AtomReturns, atom_id, synthesize
-
-__all__ = [
-    "AggregationResult",
-    "AtomReturns",
-    "AuditTrail",
-    "BacktestResult",
-    "OptimizationResult",
-    "PreOptResult",
-    "Profile",
-    "SelectionResult",
-    "StableSumError",
-    "aggregate",
-    "atom_id",
-    "available_profiles",
-    "environment_info",
-    "frame_hash",
-    "load_profile",
-    "metadata_as_of",
-    "optimize",
-    "performance_metrics",
-    "preopt_analysis",
-    "select_htr",
-    "sign_test",
-    "synthesize",
-    "verify_audit",
-    "walk_forward",
-]
