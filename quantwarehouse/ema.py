@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 from scipy.signal import lfilter
 
@@ -604,7 +605,9 @@ _PLANNED_ROWS = f"""
 # bar holding the symbol's earliest touched row, or at the bar of the row before it when that row
 # had not completed its bar (a later row may now close it: the last days of a calendar bar
 # missing). Rows before the start are unchanged upstream; their counts and sums finish an SMA seed
-# still in warm-up. Series ids follow the (symbol, tf) order.
+# still in warm-up. Only the rows from emit_from on are written: the row before the earliest
+# touched one (which a later row may close) and what follows; the forming bar's earlier rows are
+# computed again but equal the stored ones. Series ids follow the (symbol, tf) order.
 _PLAN = """
     with dirty_rows as (
         select b.*, d.dirty_from
@@ -621,7 +624,9 @@ _PLAN = """
             max_by(is_partial_end, bar_date) filter (where bar_date < dirty_from)
                 as prev_is_partial,
             min_by(bar_start_date, bar_date) filter (where bar_date >= dirty_from)
-                as dirty_bar_start
+                as dirty_bar_start,
+            coalesce(max(bar_date) filter (where bar_date < dirty_from), min(dirty_from))
+                as emit_from
         from dirty_rows
         group by symbol, tf
     ),
@@ -630,6 +635,7 @@ _PLAN = """
         select
             symbol,
             tf,
+            emit_from,
             case when prev_is_partial then prev_bar_start else dirty_bar_start end as recompute_from
         from edges
         where dirty_bar_start is not null
@@ -640,6 +646,7 @@ _PLAN = """
         s.symbol,
         s.tf,
         s.recompute_from,
+        s.emit_from,
         max(b.bar_date) as prev_date,
         count(b.bar_date) as days_before,
         coalesce(sum(b.close), 0) as days_total,
@@ -649,7 +656,7 @@ _PLAN = """
     from starts as s
     left join bars as b
         on b.symbol = s.symbol and b.tf = s.tf and b.bar_date < s.recompute_from
-    group by s.symbol, s.tf, s.recompute_from
+    group by s.symbol, s.tf, s.recompute_from, s.emit_from
     order by series
 """
 
@@ -725,9 +732,13 @@ class ModelInputs:
     periods: tuple[int, ...]
     carry: RunCarry | None = None
     partitions: frozenset[tuple[str, int]] | None = None  # None: every (tf, period) of the rows
+    emit_from: pa.Table | None = None  # (symbol, tf, emit_from); None: every row
 
     def kept(self, table: pa.Table) -> pa.Table:
-        """The rows of `table` (ema_table output) in the partitions this run recomputes."""
+        """The rows of `table` (ema_table output) this run writes: in the partitions it
+        recomputes, from each series' emit_from on."""
+        if self.emit_from is not None and table.num_rows:
+            table = _emitted(table, self.emit_from)
         if self.partitions is None:
             return table
         if not self.partitions or table.num_rows == 0:
@@ -739,6 +750,13 @@ class ModelInputs:
             }
         )
         return table.join(pairs, ["tf", "period"], join_type="left semi")
+
+
+def _emitted(table: pa.Table, emit_from: pa.Table) -> pa.Table:
+    """The rows of `table` on or after their series' emit_from."""
+    joined = table.join(emit_from, ["symbol", "tf"], join_type="inner")
+    kept = joined.filter(pc.greater_equal(joined["bar_date"], joined["emit_from"]))
+    return kept.select(table.column_names)
 
 
 def _narrowed(plan: pa.Table, periods: tuple[int, ...], keep: EmaFilter) -> ModelInputs:
@@ -791,7 +809,8 @@ def _incremental_inputs(
         batch_before=plan.column("batch_before").to_numpy().astype(np.int64),
         stored=_stored_emas(session, str(dbt.this), plan, narrowed.periods),
     )
-    return ModelInputs(rows, narrowed.periods, carry, narrowed.partitions)
+    emit_from = plan.select(["symbol", "tf", "emit_from"])
+    return ModelInputs(rows, narrowed.periods, carry, narrowed.partitions, emit_from)
 
 
 def model_inputs(

@@ -214,13 +214,14 @@ def test_emas_incremental_equal_full_and_follow_the_definitions(project: DbtProj
     for family in ("multi_tf", "cal_us", "cal_iso", "cal_anchor_us", "cal_anchor_iso"):
         assert_family_emas_follow_the_definitions(full, family)
 
-    # The last run rewrote A from the bar holding day 10 (its revision) and B from its revised
-    # bar: for B's month timeframe that is the month of day 111 (2023-04-22), not earlier.
+    # The last run recomputed A from the bar holding day 10 (its revision) and B from its revised
+    # bar (the month of day 111, 2023-04-22, not earlier), but rewrote them only from the day
+    # before the revised one: the earlier rows of those bars are unchanged.
     written = rows_written(warehouse, project.model("emas_cal_us"), last_run)
-    assert written[("AAAUSDT", "1M", 2)].first == date(2023, 1, 1)
-    assert written[("BBBUSDT", "1M", 2)].first == date(2023, 4, 1)
-    assert written[("BBBUSDT", "1w", 5)].first == date(2023, 4, 16)
-    assert written[("BBBUSDT", "1w", 5)].rows == 152 - 105 + 1
+    assert written[("AAAUSDT", "1M", 2)].first == day(9)
+    assert written[("BBBUSDT", "1M", 2)].first == day(110)
+    assert written[("BBBUSDT", "1w", 5)].first == day(110)
+    assert written[("BBBUSDT", "1w", 5)].rows == 152 - 110 + 1
 
 
 def test_a_one_day_append_resumes_from_the_stored_emas(project: DbtProject, tmp_path):
@@ -234,10 +235,9 @@ def test_a_one_day_append_resumes_from_the_stored_emas(project: DbtProject, tmp_
     written = rows_written(warehouse, project.model("emas_cal_us"), append)
     assert {key[0] for key in written} == {"AAAUSDT"}
     for (_, tf, _period), rows in written.items():
-        # The forming bar only: May for months, Q2 for quarters, the week of Sunday Apr 30, the
-        # year for years.
-        first = {"1w": date(2023, 4, 30), "1M": date(2023, 5, 1), "1Q": date(2023, 4, 1)}
-        assert rows.first == first.get(tf, date(2023, 1, 1)), tf
+        # The new day and the day before (whose bar the new day may close), not the whole forming
+        # bars: the earlier rows of May, Q2 and the year are computed again but not rewritten.
+        assert (rows.rows, rows.first, rows.last) == (2, day(120), day(121)), tf
     written_1d = rows_written(warehouse, project.model("emas_1d"), append)
     assert {key: (w.rows, w.first) for key, w in written_1d.items()} == {
         ("AAAUSDT", "1d", period): (1, day(121)) for period in PERIODS

@@ -239,3 +239,28 @@
         where has_gap_before
     ) as g on d.symbol = g.symbol and d.gap_count + 1 = g.gap_count
 {% endmacro %}
+
+{#
+    The rows a family writes: on an incremental run, those from the row before the earliest
+    touched day on (that row's end-missing count may change when a later row closes its bar; see
+    the dependency rule above). The earlier rows of the recomputed bars are computed, since the
+    running values need them, but equal the stored ones and are not written again: a one-day
+    refresh writes the new day's snapshot rows and their predecessors, not whole forming bars.
+    Needs the CTE `dirty` (dirty_symbols()) on incremental runs.
+#}
+{% macro changed_snapshot_rows(final, sequenced) %}
+    {% if is_incremental() %}
+        select f.*
+        from {{ final }} as f
+        inner join (
+            select
+                s.symbol,
+                coalesce(s.prev_bar_date, s.bar_date) as emit_from
+            from {{ sequenced }} as s
+            inner join dirty on s.symbol = dirty.symbol and s.bar_date = dirty.dirty_from
+        ) as e
+            on f.symbol = e.symbol and f.bar_date >= e.emit_from
+    {% else %}
+        select * from {{ final }}
+    {% endif %}
+{% endmacro %}

@@ -167,5 +167,5 @@
         {{ bar_snapshot_select('placed', 'symbols', 'timeframes', periods='periods') }}
     )
 
-    select * from final
+    {{ changed_snapshot_rows('final', 'sequenced') }}
 {% endmacro %}

@@ -76,4 +76,4 @@ final as (
     {{ bar_snapshot_select('placed', 'symbols', 'timeframes') }}
 )
 
-select * from final
+{{ changed_snapshot_rows('final', 'sequenced') }}
