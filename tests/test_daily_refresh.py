@@ -364,6 +364,9 @@ def test_stale_bars_skip_the_symbol_where_they_are_read_and_the_others_proceed(b
     assert record["outputs"]["symbols"] == 1 and len(record["input_hash"]) == 64
     assert record["started_at"] <= record["finished_at"] and record["log"] == "build_emas.log"
     assert stage(manifest, "build features")["outputs"]["symbols"] == 4
+    seconds = record["outputs"]["model_seconds"]
+    assert set(seconds) == set(record["outputs"]["rows_written"]) and "emas_1d" in seconds
+    assert all(value > 0 for value in seconds.values())
     stage_log = space.data_dir / "runs" / manifest["run_id"] / record["log"]
     assert "skipping BBBUSDT in build emas" in stage_log.read_text()
 

@@ -231,6 +231,7 @@ def run_one(ctx: RunContext, step: Step, record: RunManifest, past: list[dict]) 
         **report.outputs,
         "invocation_ids": list(report.invocation_ids),
         "rows_written": {m.name: m.rows_written for m in report.models},
+        "model_seconds": {m.name: round(m.seconds, 3) for m in report.models},
         "symbols": report.symbols,
         "failed_symbols": report.failed_symbols,
     }
