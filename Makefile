@@ -24,7 +24,7 @@ run: setup
 ## Set up and run the whole test suite (what CI runs), then the linters.
 test: setup
 	bash scripts/setup_test_deps.sh
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 	$(MAKE) lint
 
 lint: setup
