@@ -6,7 +6,8 @@ points in turn (random delays, and the moment a given model starts or the first 
 read, seen on the command's console), runs it again to completion, and compares the end state with
 an uninterrupted run of the same command on another copy: same rows, no duplicates, nothing
 missing, state tables consistent, no leftover relations. The random points come from
-QWH_CRASH_SEED when set (each failure message gives the seed to replay it).
+QWH_CRASH_SEED when set (each failure message gives the seed to replay it). Here: `dbt run` and
+`orchestrate.py ingest`; `daily-refresh --all` is tests/test_daily_refresh_crash.py.
 """
 
 from __future__ import annotations
@@ -197,12 +198,11 @@ def second_load() -> pa.Table:
     return concat(*appended, revised(old, 1.04), listed)
 
 
-def prepared_pair(tmp_path: Path, *, built: bool) -> tuple[Path, Path]:
-    """Two identical warehouses: batch 1 (built, if asked), then batch 2 loaded and not built."""
+def prepared_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """Two identical warehouses: batch 1 built, then batch 2 loaded and not built."""
     base = new_warehouse(tmp_path / "base")
     load_batch(base, first_load())
-    if built:
-        parsed_project().session(tmp_path / "base-run").run(base)
+    parsed_project().session(tmp_path / "base-run").run(base)
     load_batch(base, second_load())
     return copy_warehouse(base, tmp_path / "crashed"), copy_warehouse(base, tmp_path / "reference")
 
@@ -225,7 +225,7 @@ def dbt_run_command(workdir: Path, warehouse: Path) -> Command:
 
 def test_killed_dbt_run_recovers_to_the_uninterrupted_state(tmp_path):
     rng = random.Random(SEED)
-    crashed, reference = prepared_pair(tmp_path, built=True)
+    crashed, reference = prepared_pair(tmp_path)
     project = parsed_project()
     started = time.perf_counter()
     project.session(tmp_path / "reference-run").run(reference)
@@ -241,19 +241,7 @@ def test_killed_dbt_run_recovers_to_the_uninterrupted_state(tmp_path):
     assert_same_end_state(crashed, reference, attempts)
 
 
-# -- orchestrate.py daily-refresh, as cron runs it -------------------------------------------------
-
-
-def daily_refresh_command(tmp_path: Path, warehouse: Path, run: str) -> Command:
-    folder = tmp_path / run
-    env = {
-        "QWH_WAREHOUSE": str(warehouse),
-        "QWH_DATA_DIR": str(folder / "data"),
-        "DBT_TARGET_PATH": str(folder / "dbt-target"),
-        "DBT_LOG_PATH": str(folder / "dbt-logs"),
-    }
-    orchestrate = ["daily-refresh", "--bars", "--returns", "--verbose"]
-    return Command([sys.executable, str(REPO_ROOT / "orchestrate.py"), *orchestrate], env)
+# -- the published files, which test_daily_refresh_crash compares too ----------------------------
 
 
 def published_files(data_dir: Path) -> dict[str, pa.Table]:
@@ -263,22 +251,6 @@ def published_files(data_dir: Path) -> dict[str, pa.Table]:
         path.name: pq.read_table(path).replace_schema_metadata(None)
         for path in sorted(folder.glob("[!.]*"))
     }
-
-
-def test_killed_daily_refresh_recovers_to_the_uninterrupted_state(tmp_path):
-    rng = random.Random(SEED + 1)
-    crashed, reference = prepared_pair(tmp_path, built=False)  # the first build of everything
-    duration = daily_refresh_command(tmp_path, reference, "reference-run").complete().seconds
-    points = [
-        KillPoint(rng.uniform(0.2, duration)),
-        KillPoint(rng.uniform(0.0, 0.5), after=r"START sql incremental model main\.returns_daily "),
-    ]
-    attempts = crash_and_recover(daily_refresh_command(tmp_path, crashed, "crashed-run"), points)
-    assert any(a.killed for a in attempts), describe(attempts)
-    assert_same_end_state(crashed, reference, attempts)
-    assert published_files(tmp_path / "crashed-run" / "data") == published_files(
-        tmp_path / "reference-run" / "data"
-    ), describe(attempts)
 
 
 # -- orchestrate.py ingest ------------------------------------------------------------------------

@@ -89,6 +89,8 @@ def test_killed_daily_refresh_all_recovers_to_the_uninterrupted_state(tmp_path):
     reference = copy_warehouse(base, tmp_path / "reference" / "data")
 
     duration = refresh_command(tmp_path / "reference", reference, config).complete().seconds
+    # A random moment, then one in each kind of work: the load, a SQL model, a Python model, a
+    # quality gate, the last step.
     points = [
         KillPoint(rng.uniform(0.2, duration)),
         KillPoint(rng.uniform(0.0, 0.3), after=rf"^step 1/{STEPS}: ingest"),

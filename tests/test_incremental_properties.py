@@ -150,7 +150,7 @@ def batch_rows(rows: dict[int, float]) -> pa.Table:
 
 @pytest.mark.slow
 @settings(
-    max_examples=8,
+    max_examples=5,
     deadline=None,
     phases=(Phase.explicit, Phase.reuse, Phase.generate),
     suppress_health_check=(HealthCheck.too_slow,),
