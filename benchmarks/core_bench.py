@@ -68,7 +68,8 @@ def write_revision(folder: Path, warehouse: Path, day: date) -> str:
             limit 1
             """
         ).fetchone()
-    assert row is not None, f"no daily kline on {day}"
+    if row is None:
+        raise RuntimeError(f"{warehouse}: no daily kline on {day} to revise")
     symbol, open_ms, open_, high, low, close, *rest = row
     revised = close * REVISED_CLOSE_FACTOR
     folder.mkdir(parents=True, exist_ok=True)

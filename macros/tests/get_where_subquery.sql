@@ -1,9 +1,10 @@
 {#
     What a generic data test reads of the model it tests (dbt calls this macro for every generic
     test; the project's version replaces dbt's own). dbt's behaviour, the test's `where` config,
-    is kept. With the var `data_tests_on_written_rows` (set by `daily-refresh`), a test of a model
-    whose rows carry the `invocation_id` audit column reads only the rows this invocation wrote,
-    so that the tests of a one-day refresh cost what the day costs, not what the history does.
+    is kept. With the var `data_tests_on_written_rows` (set by `daily-refresh`), a test of an
+    incremental model (whose rows carry the `invocation_id` audit column) reads only the rows this
+    invocation wrote, so that the tests of a one-day refresh cost what the day costs, not what the
+    history does.
     Views and tables (staging, marts) are read whole. Whole-table audits: `dbt build` or
     `dbt test` without the var, and `orchestrate.py validate`.
 #}
@@ -14,8 +15,9 @@
         {%- do conditions.append('(' ~ where ~ ')') -%}
     {%- endif -%}
     {%- if var('data_tests_on_written_rows', false) and execute -%}
-        {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='name') -%}
-        {%- if 'invocation_id' in columns -%}
+        {#- From the graph, not the database: no introspection query per test. -#}
+        {%- set tested = graph.nodes.get(model.attached_node or '') -%}
+        {%- if tested and tested.config.materialized == 'incremental' -%}
             {%- do conditions.append("invocation_id = '" ~ invocation_id ~ "'") -%}
         {%- endif -%}
     {%- endif -%}
