@@ -50,6 +50,37 @@
 {% endmacro %}
 
 {#
+    The CTEs `scoped_days` (the daily rows a family run reads: on an incremental run, each dirty
+    symbol's rows from the earliest start in the CTE `recompute_from`, whose `start_column` is
+    compared with the daily rows' `day_column`), `symbols` (numbered_symbols()) and `days`
+    (ranked_daily_bars()), each followed by a comma.
+#}
+{% macro family_days(sequenced, day_column, start_column) %}
+    scoped_days as (
+        select s.*
+        from {{ sequenced }} as s
+        {% if is_incremental() %}
+            inner join (
+                select
+                    symbol,
+                    min({{ start_column }}) as scope_start
+                from recompute_from
+                group by symbol
+            ) as scope
+                on s.symbol = scope.symbol and s.{{ day_column }} >= scope.scope_start
+        {% endif %}
+    ),
+
+    symbols as (
+        {{ numbered_symbols('scoped_days') }}
+    ),
+
+    days as (
+        {{ ranked_daily_bars('scoped_days', 'symbols') }}
+    ),
+{% endmacro %}
+
+{#
     Snapshot rows of bars.
       placed      one row per (symbol, tf, daily row): symbol_id, tf_id, bar_seq and the columns of
                   ranked_daily_bars() (day_seq, bar_date, OHLCV, times, ranks, next_bar_date,

@@ -109,28 +109,7 @@
         ),
     {% endif %}
 
-    scoped_days as (
-        select s.*
-        from sequenced as s
-        {% if is_incremental() %}
-            inner join (
-                select
-                    symbol,
-                    min(bar_start_date) as scope_start_date
-                from recompute_from
-                group by symbol
-            ) as scope
-                on s.symbol = scope.symbol and s.bar_date >= scope.scope_start_date
-        {% endif %}
-    ),
-
-    symbols as (
-        {{ numbered_symbols('scoped_days') }}
-    ),
-
-    days as (
-        {{ ranked_daily_bars('scoped_days', 'symbols') }}
-    ),
+    {{ family_days('sequenced', 'bar_date', 'bar_start_date') }}
 
     -- Per symbol and timeframe, the first period kept: bar_seq 1.
     first_periods as (

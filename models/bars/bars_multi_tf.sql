@@ -36,28 +36,7 @@ timeframes as (
     ),
 {% endif %}
 
-scoped_days as (
-    select s.*
-    from sequenced as s
-    {% if is_incremental() %}
-        inner join (
-            select
-                symbol,
-                min(day_seq) as scope_start_seq
-            from recompute_from
-            group by symbol
-        ) as scope
-            on s.symbol = scope.symbol and s.day_seq >= scope.scope_start_seq
-    {% endif %}
-),
-
-symbols as (
-    {{ numbered_symbols('scoped_days') }}
-),
-
-days as (
-    {{ ranked_daily_bars('scoped_days', 'symbols') }}
-),
+{{ family_days('sequenced', 'day_seq', 'day_seq') }}
 
 placed as (
     select
