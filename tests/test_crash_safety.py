@@ -244,12 +244,16 @@ def test_killed_dbt_run_recovers_to_the_uninterrupted_state(tmp_path):
 # -- the published files, which test_daily_refresh_crash compares too ----------------------------
 
 
-def published_files(data_dir: Path) -> dict[str, pa.Table]:
-    """The visible files under the lakehouse folder, read without their (timestamped) metadata."""
-    folder = data_dir / "lakehouse"
-    return {
+def published_files(data_dir: Path, ignored: tuple[str, ...] = ()) -> dict[str, pa.Table]:
+    """The visible files under the lakehouse folder, read without their (timestamped) metadata
+    and without the `ignored` columns."""
+    tables = {
         path.name: pq.read_table(path).replace_schema_metadata(None)
-        for path in sorted(folder.glob("[!.]*"))
+        for path in sorted((data_dir / "lakehouse").glob("[!.]*"))
+    }
+    return {
+        name: table.drop_columns([c for c in ignored if c in table.column_names])
+        for name, table in tables.items()
     }
 
 

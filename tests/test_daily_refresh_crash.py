@@ -130,8 +130,10 @@ def test_killed_daily_refresh_all_recovers_to_the_uninterrupted_state(tmp_path):
                 labels,
             )
     assert not problems, "\n".join([*problems, context])
-    assert published_files(tmp_path / "crashed" / "data") == published_files(
-        tmp_path / "reference" / "data"
+    # A load killed after it took its batch id shifts the later ids: compare without them then.
+    ignored = BATCH_COLUMNS["model"] if ignored_batches else ()
+    assert published_files(tmp_path / "crashed" / "data", ignored) == published_files(
+        tmp_path / "reference" / "data", ignored
     ), context
     statuses = manifest_statuses(tmp_path / "crashed" / "data")
     assert statuses[-1] == "success", (statuses, context)
