@@ -132,9 +132,14 @@ def dbt_args(
     echo: bool = False,
     target_path: Path | None = None,
     log_path: Path | None = None,
+    write_json: bool = True,
 ) -> list[str]:
-    """The full argument list of one call: the project's folders always, the rest as asked."""
+    """The full argument list of one call: the project's folders always, the rest as asked.
+    `write_json=False`: no manifest.json / run_results.json in the target folder (writing the
+    manifest costs about half a second per call; the results come back in memory anyway)."""
     full = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    if not write_json:
+        full.append("--no-write-json")
     if variables:
         full += ["--vars", json.dumps(dict(variables), sort_keys=True)]
     if not echo:
@@ -215,6 +220,7 @@ def run_dbt(
     target_path: Path | None = None,
     log_path: Path | None = None,
     manifest: Any = None,
+    write_json: bool = True,
 ) -> DbtResult:
     """Run one dbt command in-process on the warehouse; raise `DbtRunError` when anything fails.
 
@@ -264,7 +270,7 @@ def list_nodes(
     `manifest` (from `parse_project`) skips parsing."""
     args = ["ls", "--select", *select, "--resource-type", resource_type]
     args += ["--output", "json", "--output-keys", "name", "resource_type", "config"]
-    full = dbt_args(args, variables=variables, target_path=target_path)
+    full = dbt_args(args, variables=variables, target_path=target_path, write_json=False)
     with _warehouse_env(warehouse_path()):
         outcome = invoke_dbt(full, manifest=manifest)
     if outcome.exception is not None or not outcome.success:
@@ -272,15 +278,16 @@ def list_nodes(
     return [json.loads(line) for line in outcome.result or []]
 
 
-def parse_project(*, target_path: Path | None = None) -> Any:
+def parse_project(*, target_path: Path | None = None, write_json: bool = True) -> Any:
     """Parse the project once and return dbt's manifest, to pass to many `run_dbt` calls.
 
     The manifest names relations after the warehouse file's stem: reuse it only for warehouses
     whose file has the same name as the one `warehouse_path()` gives now. Vars are read when each
-    call compiles, so calls with different vars can share it.
+    call compiles, so calls with different vars can share it. dbt's partial parsing file is kept
+    up to date whatever `write_json` says (see `dbt_args`).
     """
     with _warehouse_env(warehouse_path()):
-        outcome = invoke_dbt(dbt_args(["parse"], target_path=target_path))
+        outcome = invoke_dbt(dbt_args(["parse"], target_path=target_path, write_json=write_json))
     if not outcome.success or outcome.result is None:
         raise DbtRunError(f"dbt parse failed: {outcome.exception}")
     return outcome.result

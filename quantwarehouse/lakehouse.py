@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,19 +58,43 @@ def returns_matrix_path(folder: Path | None = None) -> Path:
     return (folder or lakehouse_dir()) / RETURNS_MATRIX_FILE
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write `table` to `path` through a temporary file in the same folder and a rename."""
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(temp)` a temporary file in `path`'s folder, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     temp = Path(temp_name)
     try:
-        pq.write_table(table, temp)
+        write(temp)
         temp.chmod(PUBLISHED_FILE_MODE)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write `table` to `path` through a temporary file in the same folder and a rename."""
+    _write_atomic(path, lambda temp: pq.write_table(table, temp))
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def copy_parquet_atomic(
+    con: duckdb.DuckDBPyConnection, query: str, path: Path, metadata: Mapping[str, str]
+) -> None:
+    """Write the rows of `query` to `path` with DuckDB's COPY (in query order, with `metadata`
+    as the file's key-value metadata), atomically as `write_parquet_atomic`."""
+    pairs = ", ".join(f"{_sql_text(k)}: {_sql_text(v)}" for k, v in metadata.items())
+
+    def copy(temp: Path) -> None:
+        con.execute(
+            f"copy ({query}) to {_sql_text(str(temp))} (format parquet, kv_metadata {{{pairs}}})"
+        )
+
+    _write_atomic(path, copy)
 
 
 def returns_matrix(con: duckdb.DuckDBPyConnection) -> pa.Table:

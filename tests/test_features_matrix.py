@@ -24,6 +24,7 @@ from quantwarehouse.features import (
     features_table,
     symbol_features,
 )
+from quantwarehouse.lakehouse import copy_parquet_atomic
 from quantwarehouse.lakehouse_features import FEATURES_MATRIX_FILE, publish_features_matrix
 from quantwarehouse.paths import REPO_ROOT
 from tests.incremental_harness import (
@@ -214,6 +215,22 @@ def test_publish_writes_the_table_atomically_with_its_data_version(
     assert written.cast(FEATURES_SCHEMA).equals(table.drop_columns("invocation_id"))
     assert written.schema.metadata[b"quantwarehouse.source_batch_id"] == b"4"
     assert written.schema.metadata[b"quantwarehouse.source_model"] == b"features_matrix"
+
+
+def test_copy_parquet_atomic_from_a_read_only_connection_quotes_paths_and_metadata(
+    tmp_path: Path,
+):
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create table t as select * from range(5) as r(a)")
+    path = tmp_path / "it's here" / "out.parquet"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        copy_parquet_atomic(con, "select a from t order by a desc", path, {"note": "it's 'quoted'"})
+
+    written = pq.read_table(path)
+    assert written.column("a").to_pylist() == [4, 3, 2, 1, 0]
+    assert written.schema.metadata[b"note"] == b"it's 'quoted'"
+    assert [p.name for p in path.parent.iterdir()] == ["out.parquet"]
 
 
 # -- the dbt model ------------------------------------------------------------------------------

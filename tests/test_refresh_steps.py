@@ -48,7 +48,7 @@ def test_gate_failures_that_cannot_be_pinned_stop_the_layers_downstream():
 
 def context(needs: dict[str, tuple[str, ...]]) -> RunContext:
     options = RefreshOptions(targets=("bars",), config=load_refresh_config())
-    ctx = RunContext(options, "r", Path("/nowhere"), Path("/nowhere/w.duckdb"), None, None)  # type: ignore[arg-type]
+    ctx = RunContext(options, "r", Path("/nowhere"), Path("/nowhere/w.duckdb"), None)  # type: ignore[arg-type]
     ctx.needs = needs
     return ctx
 

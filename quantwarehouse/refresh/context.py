@@ -8,8 +8,11 @@ whose inputs are stale is skipped by the step that found them stale (`RunContext
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,8 @@ from quantwarehouse.dbt import NodeResult
 from quantwarehouse.refresh.config import RefreshConfig
 from quantwarehouse.refresh.filters import EmaFilter
 from quantwarehouse.refresh.state import ModelGraph
+
+log = logging.getLogger(__name__)
 
 # Statuses of a step. "partial": it ran, but some symbols failed (they are skipped downstream).
 SUCCESS, PARTIAL, FAILED, SKIPPED, CACHED = "success", "partial", "failed", "skipped", "cached"
@@ -73,14 +78,40 @@ class StepReport:
         return self.status in (FAILED, PARTIAL)
 
 
+class ProjectLoad:
+    """dbt's parsed project, loaded in a background thread from the start of the run.
+
+    Importing dbt and reading its parsed project take seconds that the first step (the ingest)
+    does not need: they overlap with it. `after` runs in the same thread once the project is
+    parsed (e.g. importing Great Expectations for the quality gates)."""
+
+    def __init__(self, parse: Callable[[], Any], after: Callable[[], None] | None = None) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbt-project")
+        self._future: Future[Any] = self._executor.submit(self._load, parse, after)
+        self._executor.shutdown(wait=False)
+
+    @staticmethod
+    def _load(parse: Callable[[], Any], after: Callable[[], None] | None) -> Any:
+        manifest = parse()
+        if after is not None:
+            try:
+                after()
+            except Exception:  # a head start only: the step needing it meets the same error
+                log.debug("background preparation failed", exc_info=True)
+        return manifest
+
+    def manifest(self) -> Any:
+        """The parsed project (waits for it); raises what parsing raised."""
+        return self._future.result()
+
+
 @dataclass
 class RunContext:
     options: RefreshOptions
     run_id: str
     run_dir: Path
     warehouse: Path
-    dbt_manifest: Any
-    graph: ModelGraph
+    project: ProjectLoad
     # step -> steps it needs (set by the runner)
     needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # step -> symbol -> why: symbols that failed in the step (skipped by the steps needing it)
@@ -91,6 +122,14 @@ class RunContext:
     # bars_1d's newest load batch before the run: rows of later batches are what this run brings
     batch_before: int = 0
     memo: dict[object, Any] = field(default_factory=dict)  # e.g. each dbt step's node list
+
+    @property
+    def dbt_manifest(self) -> Any:
+        return self.project.manifest()
+
+    @cached_property
+    def graph(self) -> ModelGraph:
+        return ModelGraph(self.dbt_manifest)
 
     def record_failed(self, step: str, reasons: Mapping[str, str]) -> None:
         self.failed.setdefault(step, {}).update(reasons)

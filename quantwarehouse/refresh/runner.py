@@ -49,11 +49,12 @@ from quantwarehouse.refresh.context import (
     FAILED,
     SKIPPED,
     SUCCESS,
+    ProjectLoad,
     RefreshOptions,
     RunContext,
     StepReport,
 )
-from quantwarehouse.refresh.state import ModelGraph, known_symbols, relation_exists
+from quantwarehouse.refresh.state import known_symbols, relation_exists
 from quantwarehouse.refresh.steps import (
     DbtStep,
     GateStep,
@@ -169,18 +170,24 @@ def _bars_watermark(con: duckdb.DuckDBPyConnection) -> int:
     )
 
 
+def _import_gates() -> None:
+    import expectations.gates  # noqa: F401  (seconds of imports, done ahead in the background)
+
+
 def new_context(options: RefreshOptions, run_id: str) -> RunContext:
-    """Read what the run starts from: the parsed dbt project and the warehouse's watermarks."""
+    """Read what the run starts from: the warehouse's watermarks, and the parsed dbt project
+    (in the background: see `ProjectLoad`)."""
     warehouse = warehouse_path()
     log.debug("parsing the dbt project")
-    dbt_manifest = parse_project()
     ctx = RunContext(
         options=options,
         run_id=run_id,
         run_dir=runs_dir() / run_id,
         warehouse=warehouse,
-        dbt_manifest=dbt_manifest,
-        graph=ModelGraph(dbt_manifest),
+        project=ProjectLoad(
+            lambda: parse_project(write_json=False),
+            after=_import_gates if options.validate and not options.dry_run else None,
+        ),
     )
     if warehouse.exists():
         with ctx.read_only() as con:
@@ -360,8 +367,12 @@ def abort(run_id: str, reason: str) -> int:
 
 
 def start(options: RefreshOptions, run_id: str, steps: Sequence[Step]) -> RunContext:
+    """The run's context; the dbt project must parse unless the first step (the ingest) can run
+    while it does, in which case a parse failure stops the run after that step."""
     ctx = new_context(options, run_id)
     ctx.needs = {step.name: step.needs for step in steps}
+    if not steps or not isinstance(steps[0], IngestStep) or options.dry_run:
+        ctx.dbt_manifest  # noqa: B018  (raises DbtRunError when the project does not parse)
     return ctx
 
 
@@ -394,7 +405,11 @@ def run_refresh(options: RefreshOptions, arguments: list[str]) -> int:
         record = RunManifest(ctx.run_dir, run_id, COMMAND, arguments)
         record.plan(step.name for step in steps)
         started = time.perf_counter()
-        run_steps(ctx, steps, record)
+        try:
+            run_steps(ctx, steps, record)
+        except DbtRunError as exc:  # the project, parsed during the ingest, does not parse
+            record.close(FAILED, str(exc))
+            return abort(run_id, str(exc))
         reason = _failure_reason(list(ctx.reports.values()))
         record.close(FAILED if reason else SUCCESS, reason)
     lines = summary_lines(ctx, total=time.perf_counter() - started, not_requested=not_requested)

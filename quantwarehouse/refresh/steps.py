@@ -449,6 +449,7 @@ class DbtStep:
             echo=ctx.options.verbose,
             on_node_done=on_node,
             manifest=ctx.dbt_manifest,
+            write_json=False,  # the run manifest and stage logs record the results
         )
 
     def _pending(self, ctx: RunContext) -> set[str] | None:
