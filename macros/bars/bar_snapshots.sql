@@ -51,11 +51,11 @@
 
 {#
     The CTEs `scoped_days` (the daily rows a family run reads: on an incremental run, each dirty
-    symbol's rows from the earliest start in the CTE `recompute_from`, whose `start_column` is
-    compared with the daily rows' `day_column`), `symbols` (numbered_symbols()) and `days`
-    (ranked_daily_bars()), each followed by a comma.
+    symbol's rows from the earliest `start_column` of the CTE `starts`, compared with the daily
+    rows' `day_column`), `symbols` (numbered_symbols()) and `days` (ranked_daily_bars()), each
+    followed by a comma.
 #}
-{% macro family_days(sequenced, day_column, start_column) %}
+{% macro family_days(sequenced, day_column, starts, start_column) %}
     scoped_days as (
         select s.*
         from {{ sequenced }} as s
@@ -64,7 +64,7 @@
                 select
                     symbol,
                     min({{ start_column }}) as scope_start
-                from recompute_from
+                from {{ starts }}
                 group by symbol
             ) as scope
                 on s.symbol = scope.symbol and s.{{ day_column }} >= scope.scope_start
@@ -102,17 +102,91 @@
 
     Cost: every row goes through one sorted window pass, which carries every column of its input
     through its sort: the pass gets only the columns it needs and partitions by one bigint per bar.
+
+    Carried bars (incremental runs of the calendar families, `seeds` given: carried_seeds()):
+    `placed` holds only the rows after each symbol's emit point, and a seed row per (symbol,
+    timeframe) stands for the stored snapshot row at the emit point: its bar's running values so
+    far (open, high, low, volumes, extremes' times, batch, first row and its next gap, days
+    counted). Being the first row of its bar in the window, the seed gives the running values of
+    the later rows of that bar, so a one-day refresh reads two rows per bar, not the whole forming
+    bar (up to a year of days). The extremes' ranks are then taken within each bar (seeds
+    included) instead of per symbol: only their order within a bar matters. bars_multi_tf
+    recomputes its bars from their first day instead (at most 90 rows): looking its seeds up in
+    its 13 million rows costs more than that on bench.
 #}
-{% macro bar_snapshot_select(placed, symbols, timeframes, periods=none) %}
-    with running as (
+{% macro bar_snapshot_select(placed, symbols, timeframes, periods=none, seeds=none) %}
+    with keyed as (
+        select
+            {{ bar_partition_key('symbol_id', 'tf_id', 'bar_seq') }} as bar_key,
+            day_seq,
+            bar_date,
+            bar_date as first_row_date,
+            0 as extra_days,
+            open,
+            high,
+            low,
+            close,
+            volume,
+            quote_volume,
+            time_high,
+            time_low,
+            {% if seeds is none -%}
+                high_rank,
+                low_rank,
+            {%- endif %}
+            source_batch_id,
+            next_bar_date,
+            next_gap_start,
+            last_gap_end
+        from {{ placed }}
+        {% if seeds is not none %}
+            union all
+            select
+                {{ bar_partition_key('symbol_id', 'tf_id', 'bar_seq') }} as bar_key,
+                day_seq,
+                bar_date,
+                first_row_date,
+                extra_days,
+                open,
+                high,
+                low,
+                close,
+                volume,
+                quote_volume,
+                time_high,
+                time_low,
+                source_batch_id,
+                next_bar_date,
+                next_gap_start,
+                last_gap_end
+            from {{ seeds }}
+        {% endif %}
+    ),
+
+    {% if seeds is not none %}
+        ranked as (
+            select
+                *,
+                row_number() over (
+                    partition by bar_key order by high asc nulls first, day_seq desc nulls last
+                ) as high_rank,
+                row_number() over (
+                    partition by bar_key order by low asc nulls last, day_seq asc nulls last
+                ) as low_rank
+            from keyed
+        ),
+    {% endif %}
+
+    running as (
         select
             bar_key,
             bar_date,
             close,
             next_bar_date,
             last_gap_end,
-            cast(row_number() over bar_so_far as integer) as count_days,
-            first_value(bar_date) over bar_so_far as first_row_date,
+            cast(row_number() over bar_so_far + first_value(extra_days) over bar_so_far as integer)
+                as count_days,
+            first_value(first_row_date) over bar_so_far as first_row_date,
             first_value(open) over bar_so_far as bar_open,
             first_value(next_gap_start) over bar_so_far as first_row_next_gap_start,
             max(high) over bar_so_far as bar_high,
@@ -122,27 +196,7 @@
             sum(volume) over bar_so_far as bar_volume,
             sum(quote_volume) over bar_so_far as bar_quote_volume,
             max(source_batch_id) over bar_so_far as bar_source_batch_id
-        from (
-            select
-                {{ bar_partition_key('symbol_id', 'tf_id', 'bar_seq') }} as bar_key,
-                day_seq,
-                bar_date,
-                open,
-                high,
-                low,
-                close,
-                volume,
-                quote_volume,
-                time_high,
-                time_low,
-                high_rank,
-                low_rank,
-                source_batch_id,
-                next_bar_date,
-                next_gap_start,
-                last_gap_end
-            from {{ placed }}
-        ) as keyed
+        from {{ 'ranked' if seeds is not none else 'keyed' }}
         window bar_so_far as (
             partition by bar_key order by day_seq asc nulls last
             rows between unbounded preceding and current row
@@ -272,26 +326,121 @@
 {% endmacro %}
 
 {#
-    The rows a family writes: on an incremental run, those from the row before the earliest
-    touched day on (that row's end-missing count may change when a later row closes its bar; see
-    the dependency rule above). The earlier rows of the recomputed bars are computed, since the
-    running values need them, but equal the stored ones and are not written again: a one-day
-    refresh writes the new day's snapshot rows and their predecessors, not whole forming bars.
-    Needs the CTE `dirty` (dirty_symbols()) on incremental runs.
+    Where an incremental family run starts writing, per dirty symbol (needs the CTE `dirty`,
+    dirty_symbols()): the row before the earliest touched day (that row's end-missing count may
+    change when a later row closes its bar), or the touched day itself when it is the symbol's
+    first. emit_from / emit_from_seq: its date and day_seq; has_predecessor: whether it is the row
+    before (whose stored snapshot rows then seed the bars, carried_seeds()).
 #}
-{% macro changed_snapshot_rows(final, sequenced) %}
+{% macro emit_points(sequenced) %}
+    select
+        s.symbol,
+        coalesce(s.prev_bar_date, s.bar_date) as emit_from,
+        s.day_seq - case when s.prev_bar_date is null then 0 else 1 end as emit_from_seq,
+        s.prev_bar_date is not null as has_predecessor
+    from {{ sequenced }} as s
+    inner join dirty on s.symbol = dirty.symbol and s.bar_date = dirty.dirty_from
+{% endmacro %}
+
+{#
+    The rows of `final` an incremental family run writes: those from the emit points on (the
+    earlier rows of a recomputed bar equal the stored ones). Needs the CTE `emit`.
+#}
+{% macro rows_from_emit_points(final) %}
+    select f.*
+    from {{ final }} as f
     {% if is_incremental() %}
-        select f.*
-        from {{ final }} as f
-        inner join (
-            select
-                s.symbol,
-                coalesce(s.prev_bar_date, s.bar_date) as emit_from
-            from {{ sequenced }} as s
-            inner join dirty on s.symbol = dirty.symbol and s.bar_date = dirty.dirty_from
-        ) as e
-            on f.symbol = e.symbol and f.bar_date >= e.emit_from
-    {% else %}
-        select * from {{ final }}
+        inner join emit on f.symbol = emit.symbol and f.bar_date >= emit.emit_from
     {% endif %}
+{% endmacro %}
+
+{#
+    The daily rows of `days` a family places in its bars on an incremental run: those after the
+    symbol's emit point (the emit point itself is a seed, carried_seeds()), or from it on when the
+    touched day is the symbol's first. Needs the CTE `emit` (emit_points()).
+#}
+{% macro after_emit_point(day_alias) %}
+    inner join emit
+        on
+            {{ day_alias }}.symbol = emit.symbol
+            and (
+                {{ day_alias }}.bar_date > emit.emit_from
+                or ({{ day_alias }}.bar_date = emit.emit_from and not emit.has_predecessor)
+            )
+{% endmacro %}
+
+{#
+    One seed row per (symbol, timeframe) whose emit point has a stored snapshot row in this family
+    (see bar_snapshot_select): that row's running values, with the columns bar_snapshot_select's
+    window reads. A timeframe without a stored row at the emit point (a partial first period the
+    family leaves out) has no seed: its rows after the emit point are left out too, or start a
+    new bar. Needs the CTE `emit` (emit_points()); `days` are the scoped daily rows (they start at
+    the emit points).
+      first_row_date   the bar's first daily row: count_missing_interior = its distance to the
+                       emit point + 1 - count_days
+      next_gap_start   the first missing day after that first row (the bar's first interior gap,
+                       if any), from the gaps of `sequenced`
+      extra_days       the days counted before the emit point's own
+    Every join is on a key (or the few gaps of a symbol): a join of `sequenced` to itself on the
+    symbol alone would pair every two rows of a symbol.
+#}
+{% macro carried_seeds(sequenced, days, symbols, timeframes) %}
+    select
+        n.symbol_id,
+        t.tf_id,
+        c.bar_seq,
+        d.day_seq,
+        c.bar_date,
+        c.first_row_date,
+        c.count_days - 1 as extra_days,
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        c.volume,
+        c.quote_volume,
+        c.time_high,
+        c.time_low,
+        c.source_batch_id,
+        d.next_bar_date,
+        (
+            select min(g.gap_start)
+            from (
+                select
+                    symbol,
+                    {{ add_days('prev_bar_date', 1) }} as gap_start
+                from {{ sequenced }}
+                where has_gap_before
+            ) as g
+            where g.symbol = c.symbol and g.gap_start > c.first_row_date
+        ) as next_gap_start,
+        d.last_gap_end
+    from (
+        select
+            stored.symbol,
+            stored.tf,
+            stored.bar_date,
+            stored.bar_seq,
+            stored.count_days,
+            stored.open,
+            stored.high,
+            stored.low,
+            stored.close,
+            stored.volume,
+            stored.quote_volume,
+            stored.time_high,
+            stored.time_low,
+            stored.source_batch_id,
+            {{ add_days('stored.bar_date', '-(stored.count_missing_interior + stored.count_days - 1)') }}
+                as first_row_date
+        from {{ this }} as stored
+        inner join emit
+            on
+                stored.symbol = emit.symbol
+                and stored.bar_date = emit.emit_from
+                and emit.has_predecessor
+    ) as c
+    inner join {{ symbols }} as n on c.symbol = n.symbol
+    inner join {{ timeframes }} as t on c.tf = t.tf
+    inner join {{ days }} as d on c.symbol = d.symbol and c.bar_date = d.bar_date
 {% endmacro %}

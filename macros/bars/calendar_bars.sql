@@ -58,6 +58,18 @@
         {{ timeframes_relation(timeframes) }}
     ),
 
+    {% if is_incremental() %}
+        dirty as (
+            {{ dirty_symbols(ref('int_bars_1d_sequenced'), 'bar_date') }}
+        ),
+
+        emit as (
+            {{ emit_points('sequenced') }}
+        ),
+    {% endif %}
+
+    {{ family_days('sequenced', 'bar_date', 'emit', 'emit_from') }}
+
     period_index as (
         select
             d.bar_date,
@@ -65,11 +77,16 @@
             t.tf_unit,
             t.tf_units,
             {{ calendar_period_index('d.bar_date', 't.tf_unit', 't.tf_units', week_system) }} as bar_index
-        from (select distinct bar_date from sequenced) as d
+        from (
+            select bar_date from scoped_days
+            union
+            select first_date from symbols
+        ) as d
         cross join timeframes as t
     ),
 
-    -- Every date with a daily row, placed in its period of each timeframe.
+    -- Every date a run places (its daily rows, and the symbols' first days for first_periods),
+    -- in its period of each timeframe.
     periods as (
         select
             bar_date,
@@ -80,36 +97,6 @@
                 as bar_end_date
         from period_index
     ),
-
-    {% if is_incremental() %}
-        dirty as (
-            {{ dirty_symbols(ref('int_bars_1d_sequenced'), 'bar_date') }}
-        ),
-
-        -- Per symbol and timeframe, the first period to recompute: the one holding the earliest
-        -- touched day, or that of the row before it when that row's period ends later (a row
-        -- arriving after it may close its bar and so change its end-missing count).
-        recompute_from as (
-            select
-                s.symbol,
-                touched.tf_id,
-                case
-                    when s.prev_bar_date < before.bar_end_date then before.bar_index
-                    else touched.bar_index
-                end as bar_index,
-                case
-                    when s.prev_bar_date < before.bar_end_date then before.bar_start_date
-                    else touched.bar_start_date
-                end as bar_start_date
-            from sequenced as s
-            inner join dirty on s.symbol = dirty.symbol and s.bar_date = dirty.dirty_from
-            inner join periods as touched on s.bar_date = touched.bar_date
-            left join periods as before
-                on s.prev_bar_date = before.bar_date and touched.tf_id = before.tf_id
-        ),
-    {% endif %}
-
-    {{ family_days('sequenced', 'bar_date', 'bar_start_date') }}
 
     -- Per symbol and timeframe, the first period kept: bar_seq 1.
     first_periods as (
@@ -130,21 +117,26 @@
             p.tf_id,
             p.bar_index - f.first_bar_index + 1 as bar_seq
         from days as d
+        {% if is_incremental() %}
+            {{ after_emit_point('d') }}
+        {% endif %}
         inner join periods as p on d.bar_date = p.bar_date
         inner join first_periods as f on d.symbol_id = f.symbol_id and p.tf_id = f.tf_id
-        {% if is_incremental() %}
-            inner join recompute_from as r on d.symbol = r.symbol and p.tf_id = r.tf_id
-        {% endif %}
-        where
-            p.bar_index >= f.first_bar_index
-            {% if is_incremental() %}
-                and p.bar_index >= r.bar_index
-            {% endif %}
+        where p.bar_index >= f.first_bar_index
     ),
 
+    {% if is_incremental() %}
+        seeds as (
+            {{ carried_seeds('sequenced', 'days', 'symbols', 'timeframes') }}
+        ),
+    {% endif %}
+
     final as (
-        {{ bar_snapshot_select('placed', 'symbols', 'timeframes', periods='periods') }}
+        {{ bar_snapshot_select(
+            'placed', 'symbols', 'timeframes', periods='periods',
+            seeds='seeds' if is_incremental() else none
+        ) }}
     )
 
-    {{ changed_snapshot_rows('final', 'sequenced') }}
+    select * from final
 {% endmacro %}

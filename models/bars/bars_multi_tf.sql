@@ -24,7 +24,11 @@ timeframes as (
         {{ dirty_symbols(ref('int_bars_1d_sequenced'), 'bar_date') }}
     ),
 
-    -- Per symbol and timeframe, the first row (k) of the bar holding the earliest touched row.
+    emit as (
+        {{ emit_points('sequenced') }}
+    ),
+
+    -- Per symbol and timeframe, the first row of the bar holding the earliest touched day.
     recompute_from as (
         select
             s.symbol,
@@ -36,7 +40,7 @@ timeframes as (
     ),
 {% endif %}
 
-{{ family_days('sequenced', 'day_seq', 'day_seq') }}
+{{ family_days('sequenced', 'day_seq', 'recompute_from', 'day_seq') }}
 
 placed as (
     select
@@ -55,4 +59,4 @@ final as (
     {{ bar_snapshot_select('placed', 'symbols', 'timeframes') }}
 )
 
-{{ changed_snapshot_rows('final', 'sequenced') }}
+{{ rows_from_emit_points('final') }}
