@@ -16,7 +16,14 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from ingest.raw_store import BatchStats, FileRecord, RawStore, WriteCounts, with_provenance
+from ingest.raw_store import (
+    BatchStats,
+    FileRecord,
+    RawStore,
+    WriteCounts,
+    symbol_rows,
+    with_provenance,
+)
 from ingest.records import empty_rejects, validate_candidates
 
 
@@ -165,10 +172,14 @@ class ChunkWriter:
         self._pending, self._pending_rows = [], 0
 
     def _write_pending(self) -> WriteCounts:
+        """Write the chunk's parts: each kind of row in one statement where the parts share no
+        key, so the result is that of writing the parts one by one, in order."""
         counts = WriteCounts()
         files: list[FileRecord] = []
         loads: list[tuple[str, str, int]] = []
-        tables: list[pa.Table] = []
+        rejects: list[tuple[str | None, pa.Table]] = []
+        klines: list[pa.Table] = []
+        symbols: list[pa.Table] = []
         for entry in self._pending:
             part, source_file = entry.part, entry.part.item.key if entry.part.track_file else None
             if part.file_error is not None:
@@ -176,20 +187,20 @@ class ChunkWriter:
                     FileRecord(part.item.key, part.checksum, "rejected", part.file_error, 0)
                 )
                 continue
-            for rejects in entry.rejects:
-                counts.rejected += self.store.write_rejects(
-                    self.batch_id, self.source, source_file, rejects
-                )
+            rejects += [(source_file, table) for table in entry.rejects]
             if entry.valid is not None and entry.valid.num_rows:
-                tables.append(with_provenance(entry.valid, source_file, part.checksum))
+                klines.append(with_provenance(entry.valid, source_file, part.checksum))
             if part.symbols is not None and part.symbols.num_rows:
-                self.store.write_symbols(self.batch_id, self.source, part.symbols)
+                symbols.append(symbol_rows(part.symbols))
             if part.track_file:
                 files.append(
                     FileRecord(part.item.key, part.checksum, "loaded", None, entry.rows_read)
                 )
             loads += [(symbol, interval, entry.rows_read) for symbol, interval in part.symbol_loads]
-        for table in _without_shared_keys(tables):
+        counts.rejected += self.store.write_rejects_of_reads(self.batch_id, self.source, rejects)
+        for table in _without_shared_keys(symbols, SYMBOL_KEY):
+            self.store.write_symbols(self.batch_id, self.source, table)
+        for table in _without_shared_keys(klines, KLINE_KEY):
             counts.add(self.store.write_klines(self.batch_id, self.source, table))
         self.store.record_files(self.batch_id, self.source, files)
         self.store.record_symbol_loads(self.batch_id, self.source, loads)
@@ -205,13 +216,17 @@ class ChunkWriter:
         self.stats.files_read += int(part.track_file)
 
 
-def _without_shared_keys(tables: list[pa.Table]) -> list[pa.Table]:
-    """One table for the chunk, unless two parts hold the same bar (e.g. a monthly and a daily
-    file): then each part is written on its own, so the later one becomes a revision."""
+KLINE_KEY = ("symbol", "interval", "open_time")
+SYMBOL_KEY = ("symbol", "exchange")
+
+
+def _without_shared_keys(tables: list[pa.Table], key: tuple[str, ...]) -> list[pa.Table]:
+    """One table for the chunk, unless two rows hold the same key (e.g. a bar in a monthly and a
+    daily file): then each part is written on its own, so the later one becomes a revision."""
     if len(tables) <= 1:
         return tables
     combined = pa.concat_tables(tables)
-    distinct = combined.group_by(["symbol", "interval", "open_time"]).aggregate([]).num_rows
+    distinct = combined.group_by(list(key)).aggregate([]).num_rows
     return [combined] if distinct == combined.num_rows else tables
 
 
