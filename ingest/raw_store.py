@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -25,6 +25,8 @@ from ingest.records import REJECT_SCHEMA, make_rejects
 
 # A close-to-close move of 500 % or more (a factor of 6 either way) is a toxic print.
 TOXIC_FACTOR = 6.0
+# How far back the toxic guard first looks for the close before a revision or backfill.
+PRIOR_LOOKBACK = timedelta(days=7)
 KLINE_VALUE_COLUMNS = (
     "close_time, open, high, low, close, volume, quote_volume, trade_count, "
     "taker_buy_base_volume, taker_buy_quote_volume"
@@ -294,9 +296,13 @@ class RawStore:
         if self._tails is None:
             rows = self.con.execute(
                 """
-                select symbol || '|' || interval, max(open_time),
-                    max_by(close, (open_time, revision))
-                from raw.klines group by symbol, interval
+                with tail as (
+                    select symbol, interval, max(open_time) as open_time
+                    from raw.klines group by symbol, interval
+                )
+                select symbol || '|' || interval, open_time, max_by(close, revision)
+                from tail join raw.klines using (symbol, interval, open_time)
+                group by symbol, interval, open_time
                 """
             ).fetchall()
             self._tails = {key: (open_time, close) for key, open_time, close in rows}
@@ -316,7 +322,12 @@ class RawStore:
         return prior
 
     def _closes_before(self, firsts: dict[str, datetime]) -> dict[str, float]:
-        """Latest stored close before the given open time of each series (`symbol|interval`)."""
+        """Latest stored close before the given open time of each series (`symbol|interval`).
+
+        Looked for among the bars of the `PRIOR_LOOKBACK` before the earliest of the open times
+        (a small part of the table), and over the whole history only when a series has no bar
+        there (a longer gap, or nothing stored before).
+        """
         symbols, intervals = zip(*(key.split("|", 1) for key in firsts), strict=True)
         self.con.register(
             "series_firsts",
@@ -328,16 +339,26 @@ class RawStore:
                 }
             ),
         )
+        lower = min(firsts.values()) - PRIOR_LOOKBACK
+        closes = self._closes_before_since(lower)
+        if len(closes) < len(firsts):
+            closes = self._closes_before_since(None)
+        self.con.unregister("series_firsts")
+        return closes
+
+    def _closes_before_since(self, lower: datetime | None) -> dict[str, float]:
+        since = "" if lower is None else "where k.open_time >= ?"
         rows = self.con.execute(
-            """
+            f"""
             select f.symbol || '|' || f.interval, max_by(k.close, (k.open_time, k.revision))
             from series_firsts as f
             join raw.klines as k
                 on k.symbol = f.symbol and k.interval = f.interval and k.open_time < f.first_open
+            {since}
             group by f.symbol, f.interval
-            """
+            """,
+            [] if lower is None else [lower],
         ).fetchall()
-        self.con.unregister("series_firsts")
         return {key: close for key, close in rows if close is not None}
 
     @staticmethod
@@ -471,9 +492,10 @@ class RawStore:
     ) -> WriteCounts:
         """Insert rows whose values differ from their key's latest revision; count each kind."""
         self.con.register("incoming", incoming)
+        # Only the rows to store are materialized: the unchanged ones are counted, not copied.
         self.con.execute(
             f"""
-            create or replace temp table _classified as
+            create or replace temp table _changed as
             with fresh as (
                 select *, hash({values}) as value_hash from incoming
             ),
@@ -481,9 +503,9 @@ class RawStore:
                 select {key}, max(revision) as revision, max_by(value_hash, revision) as value_hash
                 from {target} where {current_filter} group by all
             )
-            select f.*, c.revision as current_revision,
-                c.value_hash is not distinct from f.value_hash as is_unchanged
+            select f.*, c.revision as current_revision
             from fresh as f left join current_rev as c using ({key})
+            where c.value_hash is distinct from f.value_hash
             """,
             filter_params,
         )
@@ -491,20 +513,17 @@ class RawStore:
             f"""
             insert into {target}
             select {key}, {values}, coalesce(current_revision, 0) + 1, value_hash, {audit[0]}
-            from _classified where not is_unchanged
+            from _changed
             """,
             audit[1],
         )
-        inserted, revised, unchanged = self.con.execute(
-            """
-            select count(*) filter (where current_revision is null),
-                count(*) filter (where current_revision is not null and not is_unchanged),
-                count(*) filter (where is_unchanged)
-            from _classified
-            """
+        inserted, revised = self.con.execute(
+            "select count(*) filter (where current_revision is null), "
+            "count(*) filter (where current_revision is not null) from _changed"
         ).fetchone()
-        self.con.execute("drop table _classified")
+        self.con.execute("drop table _changed")
         self.con.unregister("incoming")
+        unchanged = incoming.num_rows - inserted - revised
         return WriteCounts(inserted=inserted, revised=revised, unchanged=unchanged)
 
     # -- symbols -----------------------------------------------------------------------------
