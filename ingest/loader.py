@@ -42,7 +42,9 @@ class SourcePart:
 
     `candidates` follow `records.CANDIDATE_SCHEMA`; `parse_rejects` follow `records.REJECT_SCHEMA`.
     A part with `file_error` set is a file that could not be read at all: it is recorded as a
-    rejected file and nothing else from it is stored.
+    rejected file and nothing else from it is stored. `symbol_loads` are the (symbol, interval)
+    series the part read in full; `symbol_rows` the rows it read of each, where a part holds
+    several symbols' rows (None: all the part's rows count for each).
     """
 
     item: WorkItem
@@ -52,6 +54,7 @@ class SourcePart:
     file_error: str | None = None
     track_file: bool = False
     symbol_loads: list[tuple[str, str]] = field(default_factory=list)
+    symbol_rows: list[int] | None = None
     symbols: pa.Table | None = None
 
 
@@ -196,7 +199,10 @@ class ChunkWriter:
                 files.append(
                     FileRecord(part.item.key, part.checksum, "loaded", None, entry.rows_read)
                 )
-            loads += [(symbol, interval, entry.rows_read) for symbol, interval in part.symbol_loads]
+            rows = part.symbol_rows
+            if rows is None:
+                rows = [entry.rows_read] * len(part.symbol_loads)
+            loads += [(s, i, n) for (s, i), n in zip(part.symbol_loads, rows, strict=True)]
         counts.rejected += self.store.write_rejects_of_reads(self.batch_id, self.source, rejects)
         for table in _without_shared_keys(symbols, SYMBOL_KEY):
             self.store.write_symbols(self.batch_id, self.source, table)
