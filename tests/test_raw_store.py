@@ -85,6 +85,24 @@ def test_toxic_guard_uses_stored_close_before_the_batch(con):
     assert counts.rejected == 1 and counts.inserted == 0
 
 
+def test_toxic_guard_inside_history_finds_the_close_before_a_long_gap(con):
+    """A revision or backfill inside stored history compares with the stored close before it,
+    however long the gap before it (beyond the week looked at first)."""
+    store = RawStore(con)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        store_rows(store, candidates([10.0, 11.0, 12.0], symbol=symbol))
+        store_rows(store, candidates([12.0] * 5, symbol=symbol, t0=T0_MS + 40 * DAY_MS))
+    backfill = pa.concat_tables(
+        [
+            candidates([100.0, 12.0], symbol="BTCUSDT", t0=T0_MS + 38 * DAY_MS),
+            candidates([100.0, 12.0], symbol="ETHUSDT", t0=T0_MS + 42 * DAY_MS),
+        ]
+    )
+    counts = store_rows(store, backfill)
+    assert (counts.rejected, counts.inserted, counts.unchanged) == (2, 1, 1)
+    assert con.sql("select count(*) from raw.klines where close = 100").fetchone()[0] == 0
+
+
 @pytest.mark.parametrize(
     ("override", "reason"),
     [
