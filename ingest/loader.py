@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest.raw_store import (
     BatchStats,
@@ -227,11 +228,14 @@ SYMBOL_KEY = ("symbol", "exchange")
 
 
 def _without_shared_keys(tables: list[pa.Table], key: tuple[str, ...]) -> list[pa.Table]:
-    """One table for the chunk, unless two rows hold the same key (e.g. a bar in a monthly and a
+    """One table for the chunk, unless two parts hold the same key (e.g. a bar in a monthly and a
     daily file): then each part is written on its own, so the later one becomes a revision."""
     if len(tables) <= 1:
         return tables
     combined = pa.concat_tables(tables)
+    leading = [set(pc.unique(table.column(key[0])).to_pylist()) for table in tables]
+    if sum(map(len, leading)) == len(set().union(*leading)):
+        return [combined]  # e.g. one symbol per part: no part can hold another one's key
     distinct = combined.group_by(list(key)).aggregate([]).num_rows
     return [combined] if distinct == combined.num_rows else tables
 
