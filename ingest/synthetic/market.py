@@ -127,14 +127,14 @@ def _walk_regimes(
         _regimes_entered(rng.random(symbols), model.trend_share),
     )
     direction = (regimes == TRENDING_UP).astype(np.float64) - (regimes == TRENDING_DOWN)
-    trend_step = direction * (model.trend_drift * universe.daily_vol)
+    trend_base = direction * (model.trend_drift * universe.daily_vol)
     reverting = regimes == MEAN_REVERTING
     home = universe.log_price0
     level, anchor, previous = home.copy(), home.copy(), np.zeros(symbols)
     log_close = np.empty_like(shock)
     for day in range(days):
         anchor = np.where(switching[day], level, anchor)
-        trend = trend_step[day] + model.momentum * previous
+        trend = trend_base[day] + model.momentum * previous
         reversion = -model.reversion * (level - anchor)
         drift = np.where(reverting[day], reversion, trend)
         previous = drift - LONG_RUN_PULL * (level - home) + shock[day]
