@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,7 @@ def write_config(folder: Path, until: str) -> Path:
     """The refresh config of the new day. The synthetic source regenerates whatever days it is
     asked for, so `start` bounds them, as a daily API or archive download is bounded: to the
     last REVISION_WINDOW_DAYS, within which the preset publishes its late bars and revisions."""
-    start = date.fromisoformat(until) - timedelta(days=REVISION_WINDOW_DAYS)
-    options = f"    preset: {PRESET}\n    start: {start}\n    until: {until}\n"
+    options = f"    preset: {PRESET}\n    start: -{REVISION_WINDOW_DAYS}d\n    until: {until}\n"
     path = folder / "refresh.yml"
     path.write_text(f"source:\n  name: synthetic\n  options:\n{options}")
     return path

@@ -15,8 +15,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ingest.raw_store import BatchStats, FileRecord, RawStore, WriteCounts, with_provenance
+from ingest.raw_store import (
+    BatchStats,
+    FileRecord,
+    RawStore,
+    WriteCounts,
+    symbol_rows,
+    with_provenance,
+)
 from ingest.records import empty_rejects, validate_candidates
 
 
@@ -35,7 +43,9 @@ class SourcePart:
 
     `candidates` follow `records.CANDIDATE_SCHEMA`; `parse_rejects` follow `records.REJECT_SCHEMA`.
     A part with `file_error` set is a file that could not be read at all: it is recorded as a
-    rejected file and nothing else from it is stored.
+    rejected file and nothing else from it is stored. `symbol_loads` are the (symbol, interval)
+    series the part read in full; `symbol_rows` the rows it read of each, where a part holds
+    several symbols' rows (None: all the part's rows count for each).
     """
 
     item: WorkItem
@@ -45,6 +55,7 @@ class SourcePart:
     file_error: str | None = None
     track_file: bool = False
     symbol_loads: list[tuple[str, str]] = field(default_factory=list)
+    symbol_rows: list[int] | None = None
     symbols: pa.Table | None = None
 
 
@@ -165,10 +176,14 @@ class ChunkWriter:
         self._pending, self._pending_rows = [], 0
 
     def _write_pending(self) -> WriteCounts:
+        """Write the chunk's parts: each kind of row in one statement where the parts share no
+        key, so the result is that of writing the parts one by one, in order."""
         counts = WriteCounts()
         files: list[FileRecord] = []
         loads: list[tuple[str, str, int]] = []
-        tables: list[pa.Table] = []
+        rejects: list[tuple[str | None, pa.Table]] = []
+        klines: list[pa.Table] = []
+        symbols: list[pa.Table] = []
         for entry in self._pending:
             part, source_file = entry.part, entry.part.item.key if entry.part.track_file else None
             if part.file_error is not None:
@@ -176,20 +191,23 @@ class ChunkWriter:
                     FileRecord(part.item.key, part.checksum, "rejected", part.file_error, 0)
                 )
                 continue
-            for rejects in entry.rejects:
-                counts.rejected += self.store.write_rejects(
-                    self.batch_id, self.source, source_file, rejects
-                )
+            rejects += [(source_file, table) for table in entry.rejects]
             if entry.valid is not None and entry.valid.num_rows:
-                tables.append(with_provenance(entry.valid, source_file, part.checksum))
+                klines.append(with_provenance(entry.valid, source_file, part.checksum))
             if part.symbols is not None and part.symbols.num_rows:
-                self.store.write_symbols(self.batch_id, self.source, part.symbols)
+                symbols.append(symbol_rows(part.symbols))
             if part.track_file:
                 files.append(
                     FileRecord(part.item.key, part.checksum, "loaded", None, entry.rows_read)
                 )
-            loads += [(symbol, interval, entry.rows_read) for symbol, interval in part.symbol_loads]
-        for table in _without_shared_keys(tables):
+            rows = part.symbol_rows
+            if rows is None:
+                rows = [entry.rows_read] * len(part.symbol_loads)
+            loads += [(s, i, n) for (s, i), n in zip(part.symbol_loads, rows, strict=True)]
+        counts.rejected += self.store.write_rejects_of_reads(self.batch_id, self.source, rejects)
+        for table in _without_shared_keys(symbols, SYMBOL_KEY):
+            self.store.write_symbols(self.batch_id, self.source, table)
+        for table in _without_shared_keys(klines, KLINE_KEY):
             counts.add(self.store.write_klines(self.batch_id, self.source, table))
         self.store.record_files(self.batch_id, self.source, files)
         self.store.record_symbol_loads(self.batch_id, self.source, loads)
@@ -205,13 +223,20 @@ class ChunkWriter:
         self.stats.files_read += int(part.track_file)
 
 
-def _without_shared_keys(tables: list[pa.Table]) -> list[pa.Table]:
-    """One table for the chunk, unless two parts hold the same bar (e.g. a monthly and a daily
-    file): then each part is written on its own, so the later one becomes a revision."""
+KLINE_KEY = ("symbol", "interval", "open_time")
+SYMBOL_KEY = ("symbol", "exchange")
+
+
+def _without_shared_keys(tables: list[pa.Table], key: tuple[str, ...]) -> list[pa.Table]:
+    """One table for the chunk, unless two parts hold the same key (e.g. a bar in a monthly and a
+    daily file): then each part is written on its own, so the later one becomes a revision."""
     if len(tables) <= 1:
         return tables
     combined = pa.concat_tables(tables)
-    distinct = combined.group_by(["symbol", "interval", "open_time"]).aggregate([]).num_rows
+    leading = [set(pc.unique(table.column(key[0])).to_pylist()) for table in tables]
+    if sum(map(len, leading)) == len(set().union(*leading)):
+        return [combined]  # e.g. one symbol per part: no part can hold another one's key
+    distinct = combined.group_by(list(key)).aggregate([]).num_rows
     return [combined] if distinct == combined.num_rows else tables
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -25,6 +25,8 @@ from ingest.records import REJECT_SCHEMA, make_rejects
 
 # A close-to-close move of 500 % or more (a factor of 6 either way) is a toxic print.
 TOXIC_FACTOR = 6.0
+# How far back the toxic guard first looks for the close before a revision or backfill.
+PRIOR_LOOKBACK = timedelta(days=7)
 KLINE_VALUE_COLUMNS = (
     "close_time, open, high, low, close, volume, quote_volume, trade_count, "
     "taker_buy_base_volume, taker_buy_quote_volume"
@@ -46,6 +48,11 @@ SYMBOL_SCHEMA = pa.schema(
         ("delisted_at", pa.timestamp("us")),
     ]
 )
+
+
+def symbol_rows(symbols: pa.Table) -> pa.Table:
+    """Symbol metadata in `SYMBOL_SCHEMA`'s columns and types."""
+    return symbols.select(SYMBOL_SCHEMA.names).cast(SYMBOL_SCHEMA)
 
 
 def utc_now() -> datetime:
@@ -238,25 +245,45 @@ class RawStore:
     def write_rejects(
         self, batch_id: int, source: str, source_file: str | None, rejects: pa.Table
     ) -> int:
-        if rejects.num_rows == 0:
+        return self.write_rejects_of_reads(batch_id, source, [(source_file, rejects)])
+
+    def write_rejects_of_reads(
+        self, batch_id: int, source: str, reads: Sequence[tuple[str | None, pa.Table]]
+    ) -> int:
+        """Rejects (`REJECT_SCHEMA`) of several reads, each with the file it came from, in one
+        statement. The same bad row read again (a reload of the same data, or an earlier read of
+        this same call) is not recorded twice, exactly as if the reads were written one by one."""
+        tables = [
+            rejects.select(REJECT_SCHEMA.names)
+            .append_column("source_file", pa.array([source_file] * rejects.num_rows, pa.string()))
+            .append_column("read", pa.array(np.full(rejects.num_rows, read, dtype=np.int64)))
+            for read, (source_file, rejects) in enumerate(reads)
+            if rejects.num_rows
+        ]
+        if not tables:
             return 0
-        self.con.register("rejected_rows", rejects.select(REJECT_SCHEMA.names))
-        # The same bad row read again (a reload of the same data) is not recorded twice.
+        combined = pa.concat_tables(tables)
+        self.con.register(
+            "rejected_rows",
+            combined.append_column("ord", pa.array(np.arange(combined.num_rows, dtype=np.int64))),
+        )
         self.con.execute(
             """
             insert into raw.rejects
-            select ?, ?, ?, n.source_row, n.symbol, n.interval, n.raw_row, n.reason, ?
+            select ?, ?, n.source_file, n.source_row, n.symbol, n.interval, n.raw_row, n.reason, ?
             from rejected_rows as n
             where not exists (
                 select 1 from raw.rejects as r
-                where r.source = ? and r.source_file is not distinct from ?
+                where r.source = ? and r.source_file is not distinct from n.source_file
                     and r.raw_row = n.raw_row and r.reason = n.reason
             )
+            qualify n.read = min(n.read) over (partition by n.source_file, n.raw_row, n.reason)
+            order by n.ord
             """,
-            [batch_id, source, source_file, utc_now(), source, source_file],
+            [batch_id, source, utc_now(), source],
         )
         self.con.unregister("rejected_rows")
-        return rejects.num_rows
+        return combined.num_rows
 
     # -- klines ------------------------------------------------------------------------------
 
@@ -269,9 +296,13 @@ class RawStore:
         if self._tails is None:
             rows = self.con.execute(
                 """
-                select symbol || '|' || interval, max(open_time),
-                    max_by(close, (open_time, revision))
-                from raw.klines group by symbol, interval
+                with tail as (
+                    select symbol, interval, max(open_time) as open_time
+                    from raw.klines group by symbol, interval
+                )
+                select symbol || '|' || interval, open_time, max_by(close, revision)
+                from tail join raw.klines using (symbol, interval, open_time)
+                group by symbol, interval, open_time
                 """
             ).fetchall()
             self._tails = {key: (open_time, close) for key, open_time, close in rows}
@@ -285,21 +316,50 @@ class RawStore:
             for key, first in firsts.items()
             if key in tails and tails[key][0] < first
         }
-        inside = [
-            (key, first) for key, first in firsts.items() if key in tails and tails[key][0] >= first
-        ]
-        for key, first in inside:  # a revision or backfill inside stored history: rare, exact
-            symbol, interval = key.split("|", 1)
-            row = self.con.execute(
-                """
-                select max_by(close, (open_time, revision)) from raw.klines
-                where symbol = ? and interval = ? and open_time < ?
-                """,
-                [symbol, interval, first],
-            ).fetchone()
-            if row and row[0] is not None:
-                prior[key] = row[0]
+        inside = [key for key, first in firsts.items() if key in tails and tails[key][0] >= first]
+        if inside:  # revisions or backfills inside stored history: exact, one lookup for all
+            prior.update(self._closes_before({key: firsts[key] for key in inside}))
         return prior
+
+    def _closes_before(self, firsts: dict[str, datetime]) -> dict[str, float]:
+        """Latest stored close before the given open time of each series (`symbol|interval`).
+
+        Looked for among the bars of the `PRIOR_LOOKBACK` before the earliest of the open times
+        (a small part of the table), and over the whole history only when a series has no bar
+        there (a longer gap, or nothing stored before).
+        """
+        symbols, intervals = zip(*(key.split("|", 1) for key in firsts), strict=True)
+        self.con.register(
+            "series_firsts",
+            pa.table(
+                {
+                    "symbol": pa.array(symbols, pa.string()),
+                    "interval": pa.array(intervals, pa.string()),
+                    "first_open": pa.array(list(firsts.values()), pa.timestamp("us")),
+                }
+            ),
+        )
+        lower = min(firsts.values()) - PRIOR_LOOKBACK
+        closes = self._closes_before_since(lower)
+        if len(closes) < len(firsts):
+            closes = self._closes_before_since(None)
+        self.con.unregister("series_firsts")
+        return closes
+
+    def _closes_before_since(self, lower: datetime | None) -> dict[str, float]:
+        since = "" if lower is None else "where k.open_time >= ?"
+        rows = self.con.execute(
+            f"""
+            select f.symbol || '|' || f.interval, max_by(k.close, (k.open_time, k.revision))
+            from series_firsts as f
+            join raw.klines as k
+                on k.symbol = f.symbol and k.interval = f.interval and k.open_time < f.first_open
+            {since}
+            group by f.symbol, f.interval
+            """,
+            [] if lower is None else [lower],
+        ).fetchall()
+        return {key: close for key, close in rows if close is not None}
 
     @staticmethod
     def _series_keys(table: pa.Table) -> np.ndarray:
@@ -389,7 +449,7 @@ class RawStore:
     def _write_toxic(self, batch_id: int, source: str, toxic: pa.Table) -> int:
         """Toxic rows become rejects of the file each came from."""
         files = toxic.column("source_file").cast(pa.string())
-        written = 0
+        reads: list[tuple[str | None, pa.Table]] = []
         for source_file in pc.unique(files).to_pylist() if toxic.num_rows else []:
             rows = toxic.filter(
                 pc.is_null(files) if source_file is None else pc.equal(files, source_file)
@@ -403,8 +463,8 @@ class RawStore:
                 ["toxic print: close moved 500 % or more from the previous kept close"]
                 * rows.num_rows,
             )
-            written += self.write_rejects(batch_id, source, source_file, rejects)
-        return written
+            reads.append((source_file, rejects))
+        return self.write_rejects_of_reads(batch_id, source, reads)
 
     def _insert_new(self, kept: pa.Table, audit: tuple[str, list[object]]) -> None:
         self.con.register("incoming", kept)
@@ -432,9 +492,10 @@ class RawStore:
     ) -> WriteCounts:
         """Insert rows whose values differ from their key's latest revision; count each kind."""
         self.con.register("incoming", incoming)
+        # Only the rows to store are materialized: the unchanged ones are counted, not copied.
         self.con.execute(
             f"""
-            create or replace temp table _classified as
+            create or replace temp table _changed as
             with fresh as (
                 select *, hash({values}) as value_hash from incoming
             ),
@@ -442,9 +503,9 @@ class RawStore:
                 select {key}, max(revision) as revision, max_by(value_hash, revision) as value_hash
                 from {target} where {current_filter} group by all
             )
-            select f.*, c.revision as current_revision,
-                c.value_hash is not distinct from f.value_hash as is_unchanged
+            select f.*, c.revision as current_revision
             from fresh as f left join current_rev as c using ({key})
+            where c.value_hash is distinct from f.value_hash
             """,
             filter_params,
         )
@@ -452,20 +513,17 @@ class RawStore:
             f"""
             insert into {target}
             select {key}, {values}, coalesce(current_revision, 0) + 1, value_hash, {audit[0]}
-            from _classified where not is_unchanged
+            from _changed
             """,
             audit[1],
         )
-        inserted, revised, unchanged = self.con.execute(
-            """
-            select count(*) filter (where current_revision is null),
-                count(*) filter (where current_revision is not null and not is_unchanged),
-                count(*) filter (where is_unchanged)
-            from _classified
-            """
+        inserted, revised = self.con.execute(
+            "select count(*) filter (where current_revision is null), "
+            "count(*) filter (where current_revision is not null) from _changed"
         ).fetchone()
-        self.con.execute("drop table _classified")
+        self.con.execute("drop table _changed")
         self.con.unregister("incoming")
+        unchanged = incoming.num_rows - inserted - revised
         return WriteCounts(inserted=inserted, revised=revised, unchanged=unchanged)
 
     # -- symbols -----------------------------------------------------------------------------
@@ -473,7 +531,7 @@ class RawStore:
     def write_symbols(self, batch_id: int, source: str, symbols: pa.Table) -> WriteCounts:
         """Store symbol metadata (`SYMBOL_SCHEMA`); a changed value becomes a new revision."""
         return self._store_revisions(
-            symbols.select(SYMBOL_SCHEMA.names).cast(SYMBOL_SCHEMA),
+            symbol_rows(symbols),
             target="raw.symbols",
             key="symbol, exchange",
             values=SYMBOL_VALUE_COLUMNS,
@@ -490,11 +548,23 @@ class RawStore:
         """Note that symbols' data from a source was fully read (the freshness record)."""
         if not loads:
             return
-        now = utc_now()
-        self.con.executemany(
-            "insert into raw.symbol_loads values (?, ?, ?, ?, ?, ?)",
-            [[source, symbol, interval, rows, batch_id, now] for symbol, interval, rows in loads],
+        symbols, intervals, rows = zip(*loads, strict=True)
+        self.con.register(
+            "loads_read",
+            pa.table(
+                {
+                    "symbol": pa.array(symbols, pa.string()),
+                    "interval": pa.array(intervals, pa.string()),
+                    "rows_read": pa.array(rows, pa.int64()),
+                }
+            ),
         )
+        self.con.execute(
+            "insert into raw.symbol_loads select ?, symbol, interval, rows_read, ?, ? "
+            "from loads_read",
+            [source, batch_id, utc_now()],
+        )
+        self.con.unregister("loads_read")
 
     def last_open_times(self, interval: str) -> dict[str, datetime]:
         """The newest stored bar's open time per symbol at an interval, whatever its source."""

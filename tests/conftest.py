@@ -130,3 +130,23 @@ def load_real_sample(warehouse: Path, *intervals: str) -> None:
             source = build_source("files", IngestOptions(path=REAL_SAMPLE_DIR, interval=interval))
             summary = run_load(source, RawStore(connection), workers=1)
             assert summary.status == "success", "\n".join(summary.lines())
+
+
+# Columns of the raw tables that hold the wall-clock time of a load, not what it loaded.
+RAW_CLOCK_COLUMNS = {
+    "load_batches": "started_at, finished_at",
+    "klines": "loaded_at",
+    "symbols": "loaded_at",
+    "rejects": "rejected_at",
+    "loaded_files": "loaded_at",
+    "symbol_loads": "loaded_at",
+}
+
+
+def raw_rows(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
+    """Every raw table's rows, sorted, without the wall-clock columns: what two loads of the same
+    data must agree on."""
+    return {
+        table: con.sql(f"select * exclude ({clock}) from raw.{table} order by all").fetchall()
+        for table, clock in RAW_CLOCK_COLUMNS.items()
+    }

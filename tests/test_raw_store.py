@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -83,6 +85,24 @@ def test_toxic_guard_uses_stored_close_before_the_batch(con):
     assert counts.rejected == 1 and counts.inserted == 0
 
 
+def test_toxic_guard_inside_history_finds_the_close_before_a_long_gap(con):
+    """A revision or backfill inside stored history compares with the stored close before it,
+    however long the gap before it (beyond the week looked at first)."""
+    store = RawStore(con)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        store_rows(store, candidates([10.0, 11.0, 12.0], symbol=symbol))
+        store_rows(store, candidates([12.0] * 5, symbol=symbol, t0=T0_MS + 40 * DAY_MS))
+    backfill = pa.concat_tables(
+        [
+            candidates([100.0, 12.0], symbol="BTCUSDT", t0=T0_MS + 38 * DAY_MS),
+            candidates([100.0, 12.0], symbol="ETHUSDT", t0=T0_MS + 42 * DAY_MS),
+        ]
+    )
+    counts = store_rows(store, backfill)
+    assert (counts.rejected, counts.inserted, counts.unchanged) == (2, 1, 1)
+    assert con.sql("select count(*) from raw.klines where close = 100").fetchone()[0] == 0
+
+
 @pytest.mark.parametrize(
     ("override", "reason"),
     [
@@ -129,3 +149,41 @@ def test_a_batch_left_running_by_a_killed_load_is_marked_interrupted(con):
     store.start_batch("test", {})
     status = con.execute("select status from raw.load_batches where batch_id = ?", [killed])
     assert status.fetchone()[0] == "interrupted"
+
+
+def stored_rejects(con) -> list[tuple]:
+    return con.sql(
+        "select batch_id, source, source_file, source_row, symbol, interval, raw_row, reason "
+        "from raw.rejects order by all"
+    ).fetchall()
+
+
+def test_rejects_of_several_reads_are_stored_as_if_written_one_by_one(con, tmp_path):
+    """A row rejected again (by an earlier read of the same call, or an earlier load) is stored
+    once per file; the same row twice within one read is kept twice, as it was read."""
+    bad = [{"open": [1.0, 0.0]}, {"volume": [1.0, -1.0]}, {"open_time": [T0_MS, T0_MS]}]
+    rejects = [validate_candidates(candidates([1.0, 1.0], **o), now_us()).rejects for o in bad]
+    twice = pa.concat_tables([rejects[0], rejects[0]])
+    reads = [
+        ("a.csv", rejects[0]),
+        ("a.csv", rejects[1]),
+        (None, rejects[0]),
+        ("b.csv", twice),
+        ("a.csv", rejects[0]),
+        ("a.csv", rejects[2]),
+        (None, rejects[0]),
+    ]
+    one_by_one = duckdb.connect(str(tmp_path / "one_by_one.duckdb"))
+    for connection, write_together in ((con, True), (one_by_one, False)):
+        store = RawStore(connection)
+        earlier = store.start_batch("test", {})
+        store.write_rejects(earlier, "test", "a.csv", rejects[2])
+        batch = store.start_batch("test", {})
+        if write_together:
+            counted = store.write_rejects_of_reads(batch, "test", reads)
+        else:
+            counted = sum(store.write_rejects(batch, "test", f, table) for f, table in reads)
+        assert counted == 8
+    assert stored_rejects(con) == stored_rejects(one_by_one)
+    files = Counter(row[2] for row in stored_rejects(con) if row[0] == 2)
+    assert files == {"a.csv": 2, "b.csv": 2, None: 1}

@@ -4,7 +4,7 @@ naming the file or flag, the key and the valid values."""
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,22 @@ def test_options_are_read_with_their_types(tmp_path):
     assert "preset=tiny" in config.describe_source()
 
 
+@pytest.mark.parametrize(
+    ("until", "start", "days"),
+    [("2026-06-30", "-200d", 200), ("2026-06-30", "-0d", 0), (None, "-7d", 7)],
+)
+def test_a_relative_start_is_days_before_until(tmp_path, until, start, days):
+    """`start: -200d` bounds each daily download to the last 200 days, whatever the date (until
+    defaults to today)."""
+    until_line = f"    until: {until}\n" if until else ""
+    text = f"source:\n  name: synthetic\n  options:\n    preset: tiny\n{until_line}"
+    config = load_refresh_config(write(tmp_path, f"{text}    start: {start}\n"))
+    options = config.source_options
+    last = date.fromisoformat(until) if until else today_utc()
+    assert (options.until, options.start) == (last, last - timedelta(days=days))
+    assert f"start={options.start.isoformat()}" in config.describe_source()
+
+
 def test_a_relative_path_is_read_from_the_repository(tmp_path, real_sample):
     relative = os.path.relpath(real_sample, REPO_ROOT)
     path = write(tmp_path, f"source:\n  name: files\n  options:\n    path: {relative}\n")
@@ -82,6 +98,33 @@ def test_a_relative_path_is_read_from_the_repository(tmp_path, real_sample):
         (
             "source:\n  name: synthetic\n  options:\n    until: yesterday\n",
             "source.options.until: expected a date (YYYY-MM-DD) or 'today', got a string",
+        ),
+        *(
+            (
+                f"source:\n  name: synthetic\n  options:\n    start: {start}\n",
+                "source.options.start: expected a date (YYYY-MM-DD), 'today' or days before until "
+                f"(-200d: 200 days before), got {shown}",
+            )
+            for start, shown in [
+                ("-200", "an integer (-200)"),
+                ("200d", "a string ('200d')"),
+                ("-200days", "a string ('-200days')"),
+                ("-d", "a string ('-d')"),
+                ("-2.5d", "a string ('-2.5d')"),
+            ]
+        ),
+        (
+            "source:\n  name: synthetic\n  options:\n    end: -5d\n",
+            "source.options.end: expected a date (YYYY-MM-DD) or 'today', got a string ('-5d')",
+        ),
+        (
+            "source:\n  name: synthetic\n  options:\n    start: -99999999999d\n",
+            "source.options.start: -99999999999d reaches before the year 1",
+        ),
+        (
+            "source:\n  name: synthetic\n  options:\n    until: 2025-01-31\n    start: -10d\n"
+            "    end: 2025-01-01\n",
+            "source.options.start: 2025-01-21 is after end 2025-01-01",
         ),
         (
             "source:\n  name: synthetic\n  options:\n    workers: 0\n",

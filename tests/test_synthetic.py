@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import duckdb
 import numpy as np
@@ -14,12 +16,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ingest.loader import LoadSummary, run_load
+from ingest.loader import LoadSummary, SourcePart, WorkItem, run_load
 from ingest.options import IngestOptions
 from ingest.raw_store import SYMBOL_SCHEMA, RawStore
 from ingest.records import CANDIDATE_SCHEMA
 from ingest.synthetic import (
     FaultRates,
+    Preset,
+    SyntheticSource,
     build,
     generate_symbol,
     load_presets,
@@ -30,9 +34,10 @@ from ingest.synthetic import (
     symbol_metadata,
 )
 from ingest.synthetic.faults import plan_faults
-from ingest.synthetic.generate import clear_panel_cache, symbol_history
+from ingest.synthetic.generate import clear_panel_cache, symbol_history, trades_between
 from ingest.synthetic.market import MEAN_REVERTING, TRENDING_DOWN, TRENDING_UP, ar1_filter
-from tests.conftest import run_cli
+from ingest.synthetic.universe import metadata_table
+from tests.conftest import raw_rows, run_cli
 
 TINY_START, TINY_END = date(2024, 5, 1), date(2025, 6, 24)
 DAY_US = 86_400_000_000
@@ -635,3 +640,112 @@ def test_a_symbols_first_and_last_bars_never_get_a_fault():
         assert not faulted[0] and not faulted[-1], seed
         with_faults += int(faulted[1:-1].any())
     assert with_faults == 200  # the other bars still get their faults
+
+
+# -- the bounded path: a window's bars only, several symbols per work item -----------------------
+
+DENSE_FAULTS = dataclasses.replace(
+    FaultRates(),
+    missing=0.03,
+    late=0.03,
+    duplicate=0.03,
+    revision=0.05,
+    ohlc_inconsistent=0.03,
+    toxic_spike=0.02,
+    revision_after_days=(3, 60),
+)
+
+
+def dense(interval: str = "1d") -> Preset:
+    """tiny, with many more faults (and revisions that arrive sooner)."""
+    return dataclasses.replace(resolve_preset("tiny"), faults=DENSE_FAULTS, interval=interval)
+
+
+WINDOWS = [  # until, start, end
+    (TINY_END, None, None),
+    (TINY_END, TINY_END - timedelta(days=200), None),
+    (date(2025, 1, 31), date(2024, 12, 1), date(2025, 1, 10)),
+    (date(2025, 1, 31), TINY_START - timedelta(days=9), date(2026, 1, 1)),
+    (TINY_START + timedelta(days=2), None, None),
+    (TINY_END, TINY_END, TINY_END),
+    (date(2025, 2, 1), date(2025, 3, 1), None),
+]
+
+
+@pytest.mark.parametrize("interval", ["1d", "4h"])
+@pytest.mark.parametrize(("until", "start", "end"), WINDOWS)
+def test_a_windows_bars_are_those_of_the_whole_history(interval, until, start, end):
+    """The bounded path generates the bars of the days asked for only: the same values, faults,
+    late bars and revisions as the whole history shows there."""
+    panel = market_panel(dense(interval))
+    last = min(end, until) if end else until
+    for index in range(panel.preset.symbols):
+        whole = symbol_history(panel, index, seed=7).published(until, start, end)
+        window = symbol_history(panel, index, seed=7, days=(start, last))
+        assert window.published(until, start, end).equals(whole)
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeHistoryPerSymbol:
+    """The synthetic source as it was: one work item per symbol, each symbol generated over its
+    whole life; the reference the bounded, grouped source must load exactly."""
+
+    source: SyntheticSource
+    name: ClassVar[str] = "synthetic"
+
+    def parameters(self) -> dict[str, object]:
+        return self.source.parameters()
+
+    def plan(self, store: RawStore) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:
+        return dataclasses.replace(self.source, symbols_per_item=1).plan(store)
+
+    def read(self, item: WorkItem) -> SourcePart:
+        (index,) = item.payload
+        source = self.source
+        panel = market_panel(source.preset, source.seed)
+        history = symbol_history(panel, index, source.seed)
+        return SourcePart(
+            item,
+            candidates=history.published(source.until, source.start, source.end),
+            symbols=metadata_table(source.preset, panel.universe, [index], source.until),
+            symbol_loads=[(history.symbol, source.preset.interval)],
+        )
+
+
+def test_the_bounded_source_loads_what_whole_histories_one_symbol_each_load(con, tmp_path):
+    """Day by day and over windows (some before a listing or after a delisting), with
+    revisions, late bars and rejects: the same rows in every raw table."""
+    reference = duckdb.connect(str(tmp_path / "reference.duckdb"))
+    loads = [
+        {"until": date(2024, 9, 30)},
+        {"until": date(2024, 10, 1), "start": date(2024, 8, 1)},
+        {"until": date(2024, 10, 2), "start": date(2024, 8, 1)},
+        {"until": date(2025, 2, 1), "start": date(2024, 12, 1), "end": date(2025, 1, 15)},
+        {"until": date(2025, 2, 1), "start": TINY_START, "end": date(2024, 6, 30)},
+        {"until": date(2025, 6, 1), "start": date(2025, 1, 1)},
+        {"until": TINY_END, "start": date(2025, 4, 1)},
+        {"until": TINY_END},
+    ]
+    for options in loads:
+        source = dataclasses.replace(build(IngestOptions(preset="tiny", **options)), preset=dense())
+        assert source.symbols_per_item > 1
+        bounded = run_load(source, RawStore(con), workers=2)
+        whole = run_load(WholeHistoryPerSymbol(source), RawStore(reference), workers=2)
+        assert bounded.stats == whole.stats and bounded.skipped == whole.skipped
+    assert raw_rows(con) == raw_rows(reference)
+    kinds = con.sql("select count(*) filter (where revision > 1) from raw.klines").fetchone()
+    assert kinds[0] > 0
+    assert con.sql("select count(distinct reason) from raw.rejects").fetchone()[0] == 2
+
+
+def test_a_symbol_trades_in_a_window_exactly_when_its_history_has_a_bar_there():
+    panel = market_panel("tiny")
+    for index in range(panel.preset.symbols):
+        bar_days = symbol_history(panel, index, seed=7).bars.open_us // DAY_US
+        for offset, length in itertools.product(range(-3, 425), (0, 2)):
+            first = TINY_START + timedelta(days=offset)
+            last = first + timedelta(days=length)
+            between = (bar_days >= epoch_us(first) // DAY_US) & (
+                bar_days <= epoch_us(last) // DAY_US
+            )
+            assert trades_between(panel, index, first, last) == between.any(), (index, first)

@@ -70,61 +70,94 @@ def _binance_time(micros: np.ndarray) -> np.ndarray:
 
 def to_candidates(bars: Bars, symbol: str, interval: str) -> pa.Table:
     """Candidate rows (`records.CANDIDATE_SCHEMA`) with Binance's epoch ms / us timestamps."""
-    close_us = bars.open_us + INTERVAL_MICROS[interval] - 1000
-    size = bars.open_us.size
-    columns = {name: getattr(bars, name) for name in BAR_COLUMNS if name != "open_us"}
+    return symbols_candidates([(symbol, bars)], interval)
+
+
+def symbols_candidates(shown: list[tuple[str, Bars]], interval: str) -> pa.Table:
+    """The candidate rows of several symbols' bars, one symbol after another, each symbol's rows
+    numbered from 1 as in a file of its own: `to_candidates` of each, concatenated."""
+    if not shown:
+        return CANDIDATE_SCHEMA.empty_table()
+    sizes = np.array([bars.open_us.size for _, bars in shown], dtype=np.int64)
+    columns = {
+        name: np.concatenate([getattr(bars, name) for _, bars in shown]) for name in BAR_COLUMNS
+    }
+    open_us = columns.pop("open_us")
+    first_rows = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    names = pa.DictionaryArray.from_arrays(
+        pa.array(np.repeat(np.arange(len(shown), dtype=np.int32), sizes)),
+        pa.array([symbol for symbol, _ in shown], pa.string()),
+    )
     return pa.table(
         {
-            "symbol": pa.repeat(symbol, size),
-            "interval": pa.repeat(interval, size),
-            "open_time": _binance_time(bars.open_us),
-            "close_time": _binance_time(close_us),
+            "symbol": names.cast(pa.string()),
+            "interval": pa.repeat(interval, open_us.size),
+            "open_time": _binance_time(open_us),
+            "close_time": _binance_time(open_us + INTERVAL_MICROS[interval] - 1000),
             **columns,
-            "source_row": np.arange(1, size + 1, dtype=np.int64),
+            "source_row": np.arange(1, open_us.size + 1, dtype=np.int64) - first_rows,
         },
         schema=CANDIDATE_SCHEMA,
     )
 
 
-def _prices(path: SymbolPath, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    size = path.log_close.size
-    gaps = np.where(rng.random(size) < GAP_SHARE, rng.normal(0.0, GAP_SIZE, size), 0.0)
-    open_ = np.exp(path.log_open + gaps)
-    close = np.exp(path.log_close)
-    reach = RANGE_SCALE * path.sigma
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 1.0, size)) * reach)
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 1.0, size)) * reach)
+def _prices(path: SymbolPath, rng: np.random.Generator, rows: slice) -> tuple[np.ndarray, ...]:
+    size, window = path.log_close.size, path.between(rows.start, rows.stop)
+    gaps = np.where(rng.random(size) < GAP_SHARE, rng.normal(0.0, GAP_SIZE, size), 0.0)[rows]
+    open_ = np.exp(window.log_open + gaps)
+    close = np.exp(window.log_close)
+    reach = RANGE_SCALE * window.sigma
+    high_reach = np.abs(rng.normal(0.0, 1.0, size))[rows]
+    high = np.maximum(open_, close) * np.exp(high_reach * reach)
+    low_reach = np.abs(rng.normal(0.0, 1.0, size))[rows]
+    low = np.minimum(open_, close) * np.exp(-low_reach * reach)
     return open_, high, low, close
 
 
-def _traded_value(path: SymbolPath, rng: np.random.Generator) -> np.ndarray:
+def _traded_value(path: SymbolPath, rng: np.random.Generator, rows: slice) -> np.ndarray:
     noise = rng.normal(0.0, VOLUME_NOISE, path.z.size)
-    persistent = ar1_filter(noise, VOLUME_PERSISTENCE)
+    persistent = ar1_filter(noise, VOLUME_PERSISTENCE)[rows]
+    window = path.between(rows.start, rows.stop)
     activity = (
-        VOLUME_VOL_ELASTICITY * np.log(path.sigma / np.median(path.sigma))
-        + VOLUME_SHOCK_WEIGHT * (np.abs(path.z) - np.mean(np.abs(path.z)))
+        VOLUME_VOL_ELASTICITY * np.log(window.sigma / np.median(path.sigma))
+        + VOLUME_SHOCK_WEIGHT * (np.abs(window.z) - np.mean(np.abs(path.z)))
         + persistent
     )
-    return path.notional * np.exp(activity)
+    return window.notional * np.exp(activity)
 
 
-def build_bars(path: SymbolPath, universe: Universe, index: int, rng: np.random.Generator) -> Bars:
+def build_bars(
+    path: SymbolPath,
+    universe: Universe,
+    index: int,
+    rng: np.random.Generator,
+    rows: slice = slice(None),
+) -> Bars:
+    """The bars at `rows` of the path (all by default). The random draws and the statistics are
+    those of the whole path whatever `rows` is, so a bar's values never depend on `rows`: the
+    bars of a window cost the draws of the whole path but the arithmetic of the window only."""
     price_decimals = int(universe.price_decimals[index])
     qty_decimals = int(universe.qty_decimals[index])
-    open_, high, low, close = (to_grid(values, price_decimals) for values in _prices(path, rng))
-    typical = (high + low + close) / 3.0
-    volume = to_grid(_traded_value(path, rng) / typical, qty_decimals)
-    size = volume.size
-    quote_volume = np.round(
-        volume * typical * np.exp(rng.normal(0.0, VWAP_NOISE, size)), QUOTE_DECIMALS
+    open_, high, low, close = (
+        to_grid(values, price_decimals) for values in _prices(path, rng, rows)
     )
-    trades = quote_volume / universe.trade_notional[index] * np.exp(rng.normal(0.0, 0.1, size))
+    typical = (high + low + close) / 3.0
+    volume = to_grid(_traded_value(path, rng, rows) / typical, qty_decimals)
+    size = path.z.size
+    quote_volume = np.round(
+        volume * typical * np.exp(rng.normal(0.0, VWAP_NOISE, size)[rows]), QUOTE_DECIMALS
+    )
+    trades = (
+        quote_volume / universe.trade_notional[index] * np.exp(rng.normal(0.0, 0.1, size)[rows])
+    )
     taker_share = np.clip(
-        0.5 + TAKER_LEAN * np.tanh(path.z) + rng.normal(0.0, 0.03, size), 0.05, 0.95
+        0.5 + TAKER_LEAN * np.tanh(path.z[rows]) + rng.normal(0.0, 0.03, size)[rows],
+        0.05,
+        0.95,
     )
     taker_base = np.minimum(np.round(volume * taker_share, qty_decimals), volume)
     return Bars(
-        open_us=path.open_us,
+        open_us=path.open_us[rows],
         open=open_,
         high=high,
         low=low,

@@ -18,7 +18,7 @@ bar or a revision, so a fault there would stay a missing latest bar for good.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -46,6 +46,10 @@ class FaultPlan:
     high_below_range: np.ndarray
     low_above_range: np.ndarray
     spike: np.ndarray  # a spiked close is this factor times the open (1 where none)
+
+    def rows(self, rows: slice) -> FaultPlan:
+        """The plan of the bars at `rows` only."""
+        return FaultPlan(*(getattr(self, f.name)[rows] for f in fields(self)))
 
 
 def _positions(size: int, rates: FaultRates, rng: np.random.Generator) -> dict[str, np.ndarray]:

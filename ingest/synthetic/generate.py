@@ -65,33 +65,45 @@ class SymbolHistory:
     bars: Bars
     faults: FaultPlan
 
-    def published(
-        self, until: date, start: date | None = None, end: date | None = None
-    ) -> pa.Table:
-        """Candidate rows as published by `until`, restricted to [start, end]."""
-        shown = published_bars(
+    def shown(self, until: date, start: date | None = None, end: date | None = None) -> Bars:
+        """The bars as published by `until`, restricted to [start, end], faults included."""
+        return published_bars(
             self.bars,
             self.faults,
             until_day=_epoch_day(until),
             first_day=_epoch_day(start) if start else np.iinfo(np.int64).min,
             last_day=_epoch_day(end) if end else np.iinfo(np.int64).max,
         )
-        return to_candidates(shown, self.symbol, self.interval)
+
+    def published(
+        self, until: date, start: date | None = None, end: date | None = None
+    ) -> pa.Table:
+        """Candidate rows as published by `until`, restricted to [start, end]."""
+        return to_candidates(self.shown(until, start, end), self.symbol, self.interval)
 
 
 def _epoch_day(day: date) -> int:
     return int(np.datetime64(day, "D").astype(np.int64))
 
 
-def symbol_history(panel: Panel, index: int, seed: int) -> SymbolHistory:
+def symbol_history(
+    panel: Panel, index: int, seed: int, days: tuple[date | None, date] | None = None
+) -> SymbolHistory:
+    """One symbol's bars and their faults: over its whole life, or only the bars of the days
+    `days` = (first or None for the start, last), with the values they have in the whole life."""
     preset = panel.preset
-    bars = build_bars(
-        symbol_path(panel, index, seed), panel.universe, index, stream_rng(seed, Stream.BARS, index)
-    )
-    faults = plan_faults(
-        bars.open_us // MICROS_PER_DAY, preset.faults, stream_rng(seed, Stream.FAULTS, index)
-    )
-    return SymbolHistory(panel.universe.symbols[index], preset.interval, bars, faults)
+    path = symbol_path(panel, index, seed)
+    bar_day = path.open_us // MICROS_PER_DAY
+    rows = slice(None) if days is None else _rows_between(bar_day, *days)
+    bars = build_bars(path, panel.universe, index, stream_rng(seed, Stream.BARS, index), rows)
+    faults = plan_faults(bar_day, preset.faults, stream_rng(seed, Stream.FAULTS, index))
+    return SymbolHistory(panel.universe.symbols[index], preset.interval, bars, faults.rows(rows))
+
+
+def _rows_between(bar_day: np.ndarray, first: date | None, last: date) -> slice:
+    """The rows of bars whose day (epoch days, ascending) is within [first, last]."""
+    low = np.searchsorted(bar_day, _epoch_day(first)) if first else 0
+    return slice(int(low), int(np.searchsorted(bar_day, _epoch_day(last), side="right")))
 
 
 def generate_symbol(
@@ -123,3 +135,16 @@ def symbol_metadata(
 
 def listing_date(panel: Panel, index: int) -> date:
     return panel.preset.day(int(panel.universe.listed_day[index]))
+
+
+def trades_between(panel: Panel, index: int, first: date | None, last: date) -> bool:
+    """Whether the symbol has bars on any day of [first, last] (`first` None: from the start).
+
+    Late bars and revisions keep their own day, so a symbol that does not trade then publishes
+    nothing there whatever `until` is: its history need not be generated for that window.
+    """
+    universe, preset = panel.universe, panel.preset
+    first_index = (first - preset.start).days if first else 0
+    last_index = (last - preset.start).days
+    listed, delisted = int(universe.listed_day[index]), int(universe.delisted_day[index])
+    return listed <= last_index and delisted - 1 >= first_index

@@ -103,6 +103,16 @@ def _regimes_entered(draws: np.ndarray, trend_share: float) -> np.ndarray:
     ).astype(np.int8)
 
 
+def _regime_paths(switching: np.ndarray, entered: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Each day's regime of every symbol: the one entered at its last switch, else `first`
+    (regimes do not depend on the prices, so they need no loop over days)."""
+    days = np.arange(switching.shape[0])[:, None]
+    last_switch = np.maximum.accumulate(np.where(switching, days, -1), axis=0)
+    columns = np.arange(switching.shape[1])
+    regimes = np.where(last_switch >= 0, entered[np.maximum(last_switch, 0), columns], first)
+    return regimes.astype(np.int8)
+
+
 def _walk_regimes(
     shock: np.ndarray, universe: Universe, model: ModelParams, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -110,24 +120,26 @@ def _walk_regimes(
     days, symbols = shock.shape
     switch_draws = rng.random((days, symbols))
     kind_draws = rng.random((days, symbols))
-    regime = _regimes_entered(rng.random(symbols), model.trend_share)
-    trend_step = model.trend_drift * universe.daily_vol
+    switching = switch_draws < 1.0 / model.regime_days
+    regimes = _regime_paths(
+        switching,
+        _regimes_entered(kind_draws, model.trend_share),
+        _regimes_entered(rng.random(symbols), model.trend_share),
+    )
+    direction = (regimes == TRENDING_UP).astype(np.float64) - (regimes == TRENDING_DOWN)
+    trend_base = direction * (model.trend_drift * universe.daily_vol)
+    reverting = regimes == MEAN_REVERTING
     home = universe.log_price0
     level, anchor, previous = home.copy(), home.copy(), np.zeros(symbols)
     log_close = np.empty_like(shock)
-    regimes = np.empty(shock.shape, dtype=np.int8)
     for day in range(days):
-        switching = switch_draws[day] < 1.0 / model.regime_days
-        regime = np.where(switching, _regimes_entered(kind_draws[day], model.trend_share), regime)
-        anchor = np.where(switching, level, anchor)
-        direction = (regime == TRENDING_UP).astype(np.float64) - (regime == TRENDING_DOWN)
-        trend = direction * trend_step + model.momentum * previous
+        anchor = np.where(switching[day], level, anchor)
+        trend = trend_base[day] + model.momentum * previous
         reversion = -model.reversion * (level - anchor)
-        drift = np.where(regime == MEAN_REVERTING, reversion, trend)
+        drift = np.where(reverting[day], reversion, trend)
         previous = drift - LONG_RUN_PULL * (level - home) + shock[day]
         level = level + previous
         log_close[day] = level
-        regimes[day] = regime
     return log_close, regimes
 
 

@@ -1,4 +1,11 @@
-"""The `synthetic` source: one work item per symbol, generated on the worker that reads it."""
+"""The `synthetic` source: work items of a few symbols each, generated on the worker that reads
+them.
+
+An item holds as many symbols as fit in `ITEM_BARS` bars of their whole lives (one symbol of
+minute bars, dozens of daily ones): a symbol's history is generated whole, whatever the window
+asked for, but the rows of an item are validated and stored together. A symbol with no bar in the
+window (`start`..`end`, capped at `until`) is not generated at all: it can publish nothing there.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from typing import ClassVar
 from ingest.loader import SourcePart, WorkItem
 from ingest.options import IngestOptions
 from ingest.raw_store import RawStore, utc_now
+from ingest.synthetic.bars import symbols_candidates
 from ingest.synthetic.generate import (
     DEFAULT_SEED,
     effective_until,
@@ -16,12 +24,16 @@ from ingest.synthetic.generate import (
     market_panel,
     resolve_preset,
     symbol_history,
+    trades_between,
 )
+from ingest.synthetic.market import Panel
 from ingest.synthetic.presets import Preset
 from ingest.synthetic.universe import metadata_table, symbol_indices, symbol_names
 
 # A local generator is cheap and reloading identical data stores nothing: no freshness skip.
 DEFAULT_FRESHNESS_HOURS = 0.0
+# Bars of the symbols' whole lives an item generates at most (at least one symbol per item).
+ITEM_BARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,7 @@ class SyntheticSource:
     indices: tuple[int, ...]
     force: bool
     freshness_hours: float
+    symbols_per_item: int
     name: ClassVar[str] = "synthetic"
 
     def parameters(self) -> dict[str, object]:
@@ -55,15 +68,10 @@ class SyntheticSource:
         panel = market_panel(self.preset, self.seed)
         last_loaded = store.last_loaded(self.name, self.preset.interval)
         now = utc_now()
-        items: list[WorkItem] = []
+        chosen: list[int] = []
         skipped: list[tuple[WorkItem, str]] = []
         for index in self.indices:
             symbol = panel.universe.symbols[index]
-            item = WorkItem(
-                key=f"synthetic/{self.preset.name}/{symbol}/{self.preset.interval}",
-                label=symbol,
-                payload=index,
-            )
             listed = listing_date(panel, index)
             hours_since = (
                 (now - last_loaded[symbol]).total_seconds() / 3600
@@ -71,24 +79,44 @@ class SyntheticSource:
                 else None
             )
             if listed > self.until:
-                skipped.append((item, f"not on the exchange yet: lists on {listed}"))
+                why = f"not on the exchange yet: lists on {listed}"
             elif not self.force and hours_since is not None and hours_since < self.freshness_hours:
-                skipped.append(
-                    (item, f"fresh: loaded {hours_since:.1f} h ago (< {self.freshness_hours:g} h)")
-                )
+                why = f"fresh: loaded {hours_since:.1f} h ago (< {self.freshness_hours:g} h)"
             else:
-                items.append(item)
+                chosen.append(index)
+                continue
+            skipped.append((self._item(panel, [index]), why))
+        size = self.symbols_per_item
+        items = [self._item(panel, chosen[i : i + size]) for i in range(0, len(chosen), size)]
         return items, skipped
 
+    def _item(self, panel: Panel, indices: list[int]) -> WorkItem:
+        first, last = (panel.universe.symbols[i] for i in (indices[0], indices[-1]))
+        span = first if len(indices) == 1 else f"{first}..{last}"
+        return WorkItem(
+            key=f"synthetic/{self.preset.name}/{span}/{self.preset.interval}",
+            label=span if len(indices) == 1 else f"{span} ({len(indices)} symbols)",
+            payload=tuple(indices),
+        )
+
     def read(self, item: WorkItem) -> SourcePart:
-        index = int(item.payload)  # type: ignore[call-overload]
+        indices: tuple[int, ...] = item.payload  # type: ignore[assignment]
         panel = market_panel(self.preset, self.seed)
-        history = symbol_history(panel, index, self.seed)
+        last = min(self.end, self.until) if self.end else self.until
+        symbols = [panel.universe.symbols[i] for i in indices]
+        shown = {
+            symbol: symbol_history(panel, i, self.seed, days=(self.start, last)).shown(
+                self.until, self.start, self.end
+            )
+            for symbol, i in zip(symbols, indices, strict=True)
+            if trades_between(panel, i, self.start, last)
+        }
         return SourcePart(
             item=item,
-            candidates=history.published(self.until, self.start, self.end),
-            symbols=metadata_table(self.preset, panel.universe, [index], self.until),
-            symbol_loads=[(history.symbol, self.preset.interval)],
+            candidates=symbols_candidates(list(shown.items()), self.preset.interval),
+            symbols=metadata_table(self.preset, panel.universe, list(indices), self.until),
+            symbol_loads=[(symbol, self.preset.interval) for symbol in symbols],
+            symbol_rows=[shown[s].open_us.size if s in shown else 0 for s in symbols],
         )
 
 
@@ -110,4 +138,5 @@ def build(options: IngestOptions) -> SyntheticSource:
         freshness_hours=(
             DEFAULT_FRESHNESS_HOURS if options.freshness_hours is None else options.freshness_hours
         ),
+        symbols_per_item=max(1, ITEM_BARS // (preset.days * preset.bars_per_day)),
     )

@@ -6,8 +6,9 @@ once here (with its options), so a bad preset, path or option fails before anyth
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from quantwarehouse.paths import CONFIG_DIR, REPO_ROOT
 
 DEFAULT_CONFIG = CONFIG_DIR / "refresh.yml"
 TODAY = "today"
+# `start: -200d`: 200 days before `until`, so that a daily run downloads a bounded window.
+DAYS_BEFORE_UNTIL = re.compile(r"-(\d+)d")
 
 # option key -> (kind, lower bound for numbers); dates and paths are read by their own rules.
 _SCALAR_OPTIONS: dict[str, tuple[type, float | None]] = {
@@ -71,7 +74,8 @@ def today_utc() -> date:
     return datetime.now(UTC).date()
 
 
-def _date_option(node: ConfigNode, key: str) -> date | None:
+def _date_option(node: ConfigNode, key: str, until: date | None = None) -> date | None:
+    """A date, 'today', or (given `until`) '-Nd': N days before `until`."""
     raw = node.data.get(key)
     if raw is None:
         return None
@@ -82,11 +86,22 @@ def _date_option(node: ConfigNode, key: str) -> date | None:
     if raw == TODAY:
         return today_utc()
     if isinstance(raw, str):
+        relative = DAYS_BEFORE_UNTIL.fullmatch(raw)
+        if relative and until is not None:
+            try:
+                return until - timedelta(days=int(relative.group(1)))
+            except OverflowError:
+                raise node.error(key, f"{raw} reaches before the year 1") from None
         try:
             return date.fromisoformat(raw)
         except ValueError:
             pass
-    raise node.error(key, f"expected a date (YYYY-MM-DD) or '{TODAY}', got {describe(raw)}")
+    allowed = (
+        f"a date (YYYY-MM-DD) or '{TODAY}'"
+        if until is None
+        else f"a date (YYYY-MM-DD), '{TODAY}' or days before until (-200d: 200 days before)"
+    )
+    raise node.error(key, f"expected {allowed}, got {describe(raw)}")
 
 
 def _path_option(node: ConfigNode, key: str) -> Path | None:
@@ -109,9 +124,12 @@ def _source_options(node: ConfigNode) -> IngestOptions:
         except ValueError as exc:
             raise node.error("interval", str(exc)) from None
     symbols = tuple(s.upper() for s in node.items("symbols", str, default=[]))
-    dates = {key: _date_option(node, key) for key in _DATE_OPTIONS}
-    if dates["until"] is None:
-        dates["until"] = today_utc()  # the synthetic presets cap it at their last day
+    until = _date_option(node, "until") or today_utc()  # the synthetic presets cap it
+    dates = {
+        "until": until,
+        "start": _date_option(node, "start", until=until),
+        "end": _date_option(node, "end"),
+    }
     if dates["start"] and dates["end"] and dates["start"] > dates["end"]:
         raise node.error("start", f"{dates['start']} is after end {dates['end']}")
     paths = {key: _path_option(node, key) for key in _PATH_OPTIONS}
