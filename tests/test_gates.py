@@ -412,6 +412,16 @@ def test_chunks_cover_every_row_and_never_split_a_key(con):
     assert len(empty) == 1 and empty[0].empty and list(empty[0].columns) == list(rows.columns)
 
 
+def test_chunks_widen_narrow_integers_for_great_expectations(con):
+    con.execute(
+        "create table t as select 1::tinyint as a, 2::integer as b, 3::bigint as c, "
+        "4::integer as d union all select 5, 6, 7, null"
+    )
+    (frame,) = iter_frames(con, Query("select * from t"), ("a",), 10)
+    assert [str(t) for t in frame.dtypes] == ["int64", "int64", "int64", "float64"]
+    assert frame["b"].tolist() == [2, 6]
+
+
 def test_a_gate_in_small_chunks_finds_the_same_rows(broken):
     space = broken.space
     symbol, day = broken.symbols["negative"], broken.days["negative"]
