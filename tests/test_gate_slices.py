@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from expectations.gates import FailedExpectation, GateResult, GateSession, Slice, run_gate
+from expectations.gates import GateResult, GateSession, Slice, run_gate
 from expectations.scopes import ScopeResolver
 from expectations.suites import LAYERS, STG_KLINES, ema_table
 from expectations.tables import picked_rows, scoped_rows
@@ -35,6 +35,7 @@ from tests.incremental_harness import (
     random_walk,
     revised,
 )
+from tests.test_gates import failure
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT")
 START = date(2024, 1, 1)
@@ -92,12 +93,6 @@ class Refreshed:
 
 def history(days: int) -> list[pa.Table]:
     return [random_walk(symbol, START, days) for symbol in SYMBOLS]
-
-
-def failure(result: GateResult, name: str) -> FailedExpectation:
-    found = [f for f in result.failures if f.name == name]
-    assert found, f"{name!r} not among the failures: {result.failed_expectations}"
-    return found[0]
 
 
 @pytest.fixture(scope="module")
