@@ -21,7 +21,7 @@ Frame = Callable[[Scope], Query]
 
 DAILY_BARS = "main.bars_1d"
 SYMBOLS = "main.stg_symbols"
-STAGED_KLINES = "main.stg_klines"
+RAW_KLINES = "raw.klines"
 # The klines bars_1d is built from: the daily interval and every interval that divides a day
 # (macro daily_source_intervals: '1d' plus var intraday_intervals).
 DAILY_SOURCE_INTERVALS: tuple[str, ...] = tuple(
@@ -106,9 +106,15 @@ def daily_bars_calendar(scope: Scope) -> Query:
     Source days are the UTC days with at least one staged kline bars_1d is built from; the other
     calendar days are the gaps the source left (kline_gaps flags them per interval). Every source
     day must have exactly one daily bar. A symbol with klines and no bars shows 0 rows.
+
+    The staged klines are the latest revision of each raw kline, so their days are read from the
+    raw klines' first revisions (one row per kline: raw is append-only and numbers a kline's
+    revisions from 1, which the raw gate checks), not through the view, which ranks every revision
+    of every kline first. A daily kline is a day of its own; only the days of intraday klines are
+    deduplicated, and only those without a daily kline.
     """
     symbols = scope.symbols
-    intervals = ", ".join(f"'{interval}'" for interval in DAILY_SOURCE_INTERVALS)
+    intraday = ", ".join(f"'{interval}'" for interval in DAILY_SOURCE_INTERVALS if interval != "1d")
     return Query(
         f"""
         with bars as (
@@ -121,11 +127,29 @@ def daily_bars_calendar(scope: Scope) -> Query:
             where {symbols.where("symbol")}
             group by symbol
         ),
-        sources as (
-            select symbol, cast(count(distinct cast(open_time as date)) as bigint) as source_days
-            from {STAGED_KLINES}
-            where interval in ({intervals}) and {symbols.where("symbol")}
+        daily_klines as (
+            select symbol, cast(count(*) as bigint) as days
+            from {RAW_KLINES}
+            where interval = '1d' and revision = 1 and {symbols.where("symbol")}
             group by symbol
+        ),
+        intraday_days as (
+            select symbol, cast(count(distinct cast(open_time as date)) as bigint) as days
+            from {RAW_KLINES} as k
+            where k.interval in ({intraday}) and k.revision = 1 and {symbols.where("k.symbol")}
+                and not exists (
+                    select 1 from {RAW_KLINES} as d
+                    where d.symbol = k.symbol and d.interval = '1d' and d.revision = 1
+                        and cast(d.open_time as date) = cast(k.open_time as date)
+                )
+            group by symbol
+        ),
+        sources as (
+            select
+                coalesce(d.symbol, i.symbol) as symbol,
+                coalesce(d.days, 0) + coalesce(i.days, 0) as source_days
+            from daily_klines as d
+            full join intraday_days as i on d.symbol = i.symbol
         )
         select
             coalesce(b.symbol, s.symbol) as symbol,
@@ -268,12 +292,13 @@ def family_coverage(relation: str) -> Frame:
                 {partition_rows(relation, ("symbol", "tf"), scope)}
             ),
             orphans as (
-                select
-                    f.symbol,
-                    f.tf,
-                    cast(count(*) filter (where d.bar_date is null) as bigint) as orphan_rows
+                -- not exists, not a left join: DuckDB would hash all the daily bars for a slice
+                select f.symbol, f.tf, cast(count(*) as bigint) as orphan_rows
                 from ({scope.rows.sql}) as f
-                left join {DAILY_BARS} as d on f.symbol = d.symbol and f.bar_date = d.bar_date
+                where not exists (
+                    select 1 from {DAILY_BARS} as d
+                    where d.symbol = f.symbol and d.bar_date = f.bar_date
+                )
                 group by f.symbol, f.tf
             ),
             keys as (

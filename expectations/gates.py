@@ -274,8 +274,9 @@ def _validate_suite(
     slice_: Slice | None,
     settings: GateSettings,
 ) -> tuple[SuiteOutcome, ExpectationSuiteValidationResult]:
-    """Validate with counts only; a suite that fails again, with the failing rows' keys (GE takes
-    twice as long to collect those, and a passing suite has none to show)."""
+    """Validate whether each expectation holds; a suite that fails again, with the counts and the
+    failing rows' keys (GE takes three times as long to collect those, and a passing suite has
+    none to show)."""
     query = scope.rows if spec.frame is None else spec.frame(scope)
     merged, rows, chunks = _validate_frames(con, spec, workspace, query, settings, detailed=False)
     if not merged.success:

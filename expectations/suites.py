@@ -333,7 +333,7 @@ def daily_bar_suites() -> tuple[SuiteSpec, ...]:
         ),
         frame=frames.daily_bars_calendar,
         frame_keys=("symbol",),
-        needs=(frames.STAGED_KLINES,),
+        needs=(frames.RAW_KLINES,),
         about=(
             "Daily rows per symbol against the calendar: the calendar days without a bar are the "
             "days the source has no kline for (the flagged gaps)."

@@ -122,12 +122,12 @@ class GateWorkspace:
     ) -> ExpectationSuiteValidationResult:
         """Validate one frame (a chunk) against the suite; nothing is stored.
 
-        `detailed`: GE's SUMMARY result format, with a sample of the unexpected rows and their
-        keys; else BASIC (the counts and a few unexpected values), which GE computes in half the
-        time.
+        `detailed`: GE's SUMMARY result format, with the counts and a sample of the unexpected
+        rows and their keys; else BOOLEAN_ONLY (whether each expectation holds), which GE
+        computes in a third of the time.
         """
         batch = self.batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        result_format: dict[str, object] = {"result_format": "BASIC"}
+        result_format: dict[str, object] = {"result_format": "BOOLEAN_ONLY"}
         if detailed:
             result_format = {
                 "result_format": "SUMMARY",
