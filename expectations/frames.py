@@ -169,10 +169,8 @@ def daily_bars_calendar(scope: Scope) -> Query:
 def _daily_rows_cte(scope: Scope) -> str:
     return f"""
         daily_rows as (
-            select symbol, cast(count(*) as bigint) as daily_bar_rows
-            from {DAILY_BARS}
-            where {scope.symbols.where("symbol")}
-            group by symbol
+            select symbol, row_count as daily_bar_rows
+            from ({partition_rows(DAILY_BARS, ("symbol",), scope)}) as d
         )
     """
 

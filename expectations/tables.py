@@ -66,8 +66,9 @@ class Slice:
     Rows picked by `invocation_id` or `min_batch_id` are widened, per partition (the symbol, and
     the timeframe and period where the table has them), to every row from the partition's earliest
     picked row on: a key written twice, once before the refresh and once by it, is then still seen
-    twice. Per-symbol checks (calendar, coverage) cover the symbols of the slice whole; table-wide
-    checks (the latest date, freshness) always cover the whole table.
+    twice (`expectations.scopes` says when a gate finds those rows without scanning the table).
+    Per-symbol checks (calendar, coverage) cover the symbols of the slice whole; table-wide checks
+    (the latest date, freshness) always cover the whole table.
     """
 
     invocation_id: str | None = None

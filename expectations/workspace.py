@@ -74,6 +74,7 @@ class GateWorkspace:
         self.batch_definition = self._batch_definition()
         self._suites: dict[str, gx.ExpectationSuite] = {}
         self._site: SiteBuilder | None = None
+        self._results = self.context.validation_results_store  # GE looks it up on each access
 
     def _site_config(self) -> dict[str, object]:
         return {
@@ -150,7 +151,7 @@ class GateWorkspace:
             run_id=run_id,
             batch_identifier=batch,
         )
-        self.context.validation_results_store.set(key, result)
+        self._results.set(key, result)
         return key
 
     def build_docs(self, keys: Iterable[ValidationResultIdentifier]) -> Path:
