@@ -3,6 +3,8 @@
 Stable API (`expectations.gates`): `run_gate(con, layer, *, slice=None, run_dir, settings=None)`
 returns a `GateResult` (`passed`, `failures`, `failed_expectations`, `suites`, `data_docs`,
 `lines()`); `Slice` picks the part of a layer a refresh changed; `GateSettings` holds the
-thresholds; `run_directory(run_id)` is `data/runs/<run_id>/`. Layers, in pipeline order:
-`expectations.suites.LAYER_ORDER`. Importing this package does not import Great Expectations.
+thresholds; `run_directory(run_id)` is `data/runs/<run_id>/`; `GateSession(run_dir)` runs
+several gates (`run`) through one GE context and renders their Data Docs once (`build_docs`).
+Layers, in pipeline order: `expectations.suites.LAYER_ORDER`. Importing this package does not
+import Great Expectations.
 """

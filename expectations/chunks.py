@@ -35,7 +35,7 @@ def iter_frames(
     pending: pd.DataFrame | None = None
     yielded = False
     for batch in reader:
-        rows = pa.Table.from_batches([batch]).to_pandas()
+        rows = _frame(pa.Table.from_batches([batch]))
         pending = rows if pending is None else pd.concat([pending, rows], ignore_index=True)
         if len(pending) < chunk_rows:
             continue
@@ -48,7 +48,20 @@ def iter_frames(
     if pending is not None and len(pending):
         yield pending
     elif not yielded:
-        yield reader.schema.empty_table().to_pandas()
+        yield _frame(reader.schema.empty_table())
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """The rows as pandas, integers narrower than 64 bits widened to int64: GE checks a column of
+    any other integer type value by value in Python (ExpectColumnValuesToBeBetween), ten times
+    slower."""
+    fields = [
+        field.with_type(pa.int64())
+        if pa.types.is_integer(field.type) and field.type.bit_width < 64
+        else field
+        for field in table.schema
+    ]
+    return table.cast(pa.schema(fields)).to_pandas()
 
 
 def _last_key_start(frame: pd.DataFrame, keys: Sequence[str]) -> int:

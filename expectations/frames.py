@@ -12,16 +12,16 @@ that date). Symbols without metadata are expected to trade.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from expectations.tables import Query, Scope
+from expectations.tables import Query, Scope, state_relation
 from ingest.intervals import INTERVAL_MICROS, MICROS_PER_DAY
 
 Frame = Callable[[Scope], Query]
 
 DAILY_BARS = "main.bars_1d"
 SYMBOLS = "main.stg_symbols"
-STAGED_KLINES = "main.stg_klines"
+RAW_KLINES = "raw.klines"
 # The klines bars_1d is built from: the daily interval and every interval that divides a day
 # (macro daily_source_intervals: '1d' plus var intraday_intervals).
 DAILY_SOURCE_INTERVALS: tuple[str, ...] = tuple(
@@ -106,9 +106,15 @@ def daily_bars_calendar(scope: Scope) -> Query:
     Source days are the UTC days with at least one staged kline bars_1d is built from; the other
     calendar days are the gaps the source left (kline_gaps flags them per interval). Every source
     day must have exactly one daily bar. A symbol with klines and no bars shows 0 rows.
+
+    The staged klines are the latest revision of each raw kline, so their days are read from the
+    raw klines' first revisions (one row per kline: raw is append-only and numbers a kline's
+    revisions from 1, which the raw gate checks), not through the view, which ranks every revision
+    of every kline first. A daily kline is a day of its own; only the days of intraday klines are
+    deduplicated, and only those without a daily kline.
     """
     symbols = scope.symbols
-    intervals = ", ".join(f"'{interval}'" for interval in DAILY_SOURCE_INTERVALS)
+    intraday = ", ".join(f"'{interval}'" for interval in DAILY_SOURCE_INTERVALS if interval != "1d")
     return Query(
         f"""
         with bars as (
@@ -121,11 +127,29 @@ def daily_bars_calendar(scope: Scope) -> Query:
             where {symbols.where("symbol")}
             group by symbol
         ),
-        sources as (
-            select symbol, cast(count(distinct cast(open_time as date)) as bigint) as source_days
-            from {STAGED_KLINES}
-            where interval in ({intervals}) and {symbols.where("symbol")}
+        daily_klines as (
+            select symbol, cast(count(*) as bigint) as days
+            from {RAW_KLINES}
+            where interval = '1d' and revision = 1 and {symbols.where("symbol")}
             group by symbol
+        ),
+        intraday_days as (
+            select symbol, cast(count(distinct cast(open_time as date)) as bigint) as days
+            from {RAW_KLINES} as k
+            where k.interval in ({intraday}) and k.revision = 1 and {symbols.where("k.symbol")}
+                and not exists (
+                    select 1 from {RAW_KLINES} as d
+                    where d.symbol = k.symbol and d.interval = '1d' and d.revision = 1
+                        and cast(d.open_time as date) = cast(k.open_time as date)
+                )
+            group by symbol
+        ),
+        sources as (
+            select
+                coalesce(d.symbol, i.symbol) as symbol,
+                coalesce(d.days, 0) + coalesce(i.days, 0) as source_days
+            from daily_klines as d
+            full join intraday_days as i on d.symbol = i.symbol
         )
         select
             coalesce(b.symbol, s.symbol) as symbol,
@@ -145,10 +169,8 @@ def daily_bars_calendar(scope: Scope) -> Query:
 def _daily_rows_cte(scope: Scope) -> str:
     return f"""
         daily_rows as (
-            select symbol, cast(count(*) as bigint) as daily_bar_rows
-            from {DAILY_BARS}
-            where {scope.symbols.where("symbol")}
-            group by symbol
+            select symbol, row_count as daily_bar_rows
+            from ({partition_rows(DAILY_BARS, ("symbol",), scope)}) as d
         )
     """
 
@@ -220,11 +242,35 @@ def daily_panel_coverage(relation: str) -> Frame:
     return frame
 
 
+def partition_rows(relation: str, partition: Sequence[str], scope: Scope) -> str:
+    """SQL of (partition..., row_count) of `relation` for the scope's symbols.
+
+    From the model's state table where the scope allows it (a slice, and the state accounts for
+    every row): aggregating every row of every symbol a daily refresh touched is what a gate
+    cannot afford on the bar families and EMA marts (tens of millions of rows).
+    """
+    columns = ", ".join(partition)
+    where = scope.symbols.where("symbol")
+    if relation in scope.counted_by_state:
+        return f"select {columns}, row_count from {state_relation(relation)} where {where}"
+    return f"""
+        select {columns}, cast(count(*) as bigint) as row_count
+        from {relation}
+        where {where}
+        group by {columns}
+    """
+
+
+def _counted(relation: str, scope: Scope) -> str:
+    """What to read a column of every partition from (e.g. the distinct timeframes)."""
+    return str(state_relation(relation)) if relation in scope.counted_by_state else relation
+
+
 def family_coverage(relation: str) -> Frame:
     """Per symbol and timeframe of a bar family: its rows, the symbol's daily bars, and orphans.
 
     Every symbol with daily bars is paired with every timeframe of the family (0 rows when the
-    family has none); an orphan is a row whose (symbol, bar_date) has no daily bar.
+    family has none); an orphan is a row of the scope whose (symbol, bar_date) has no daily bar.
     """
 
     def frame(scope: Scope) -> Query:
@@ -232,37 +278,46 @@ def family_coverage(relation: str) -> Frame:
         return Query(
             f"""
             with {_daily_rows_cte(scope)},
-            family as (
-                select symbol, tf, bar_date from {relation} where {symbols.where("symbol")}
-            ),
             timeframes as (
-                select distinct tf from {relation}
-            ),
-            counts as (
-                select
-                    f.symbol,
-                    f.tf,
-                    cast(count(*) as bigint) as row_count,
-                    cast(count(*) filter (where d.bar_date is null) as bigint) as orphan_rows
-                from family as f
-                left join {DAILY_BARS} as d on f.symbol = d.symbol and f.bar_date = d.bar_date
-                group by f.symbol, f.tf
+                select distinct tf from {_counted(relation, scope)}
             ),
             expected as (
                 select d.symbol, t.tf, d.daily_bar_rows
                 from daily_rows as d
                 cross join timeframes as t
+            ),
+            counts as (
+                {partition_rows(relation, ("symbol", "tf"), scope)}
+            ),
+            orphans as (
+                -- not exists, not a left join: DuckDB would hash all the daily bars for a slice
+                select f.symbol, f.tf, cast(count(*) as bigint) as orphan_rows
+                from ({scope.rows.sql}) as f
+                where not exists (
+                    select 1 from {DAILY_BARS} as d
+                    where d.symbol = f.symbol and d.bar_date = f.bar_date
+                )
+                group by f.symbol, f.tf
+            ),
+            keys as (
+                select symbol, tf from expected
+                union
+                select symbol, tf from counts
+                union
+                select symbol, tf from orphans
             )
             select
-                coalesce(e.symbol, c.symbol) as symbol,
-                coalesce(e.tf, c.tf) as tf,
+                k.symbol,
+                k.tf,
                 coalesce(c.row_count, 0) as row_count,
                 coalesce(e.daily_bar_rows, 0) as daily_bar_rows,
-                coalesce(c.orphan_rows, 0) as orphan_rows
-            from expected as e
-            full join counts as c on e.symbol = c.symbol and e.tf = c.tf
+                coalesce(o.orphan_rows, 0) as orphan_rows
+            from keys as k
+            left join expected as e on k.symbol = e.symbol and k.tf = e.tf
+            left join counts as c on k.symbol = c.symbol and k.tf = c.tf
+            left join orphans as o on k.symbol = o.symbol and k.tf = o.tf
             """,
-            symbols.params,
+            {**scope.rows.params, **symbols.params},
         )
 
     return frame
@@ -272,56 +327,72 @@ def ema_coverage(emas: str, bars: str) -> Frame:
     """Per symbol and timeframe: EMA rows against bar rows times periods, and the EMAs' range.
 
     An EMA (bar-space, preview or time-space) is a weighted mean of daily closes, so it lies within
-    the symbol's lowest and highest close; the bounds get 1e-9 of relative slack for rounding.
-    `bars` is a bar family, or bars_1d (its timeframe is '1d').
+    the symbol's lowest and highest close; the bounds get 1e-9 of relative slack for rounding. The
+    range is checked on the rows of the scope (an EMA row depends on the closes up to its day
+    only, and those are recomputed with it). `bars` is a bar family, or bars_1d (its timeframe is
+    '1d').
     """
-    bar_tf = "'1d'" if bars == DAILY_BARS else "tf"
+    daily = bars == DAILY_BARS
+    bar_tf = "'1d'" if daily else "tf"
+    bar_partition = ("symbol",) if daily else ("symbol", "tf")
 
     def frame(scope: Scope) -> Query:
         symbols = scope.symbols
         return Query(
             f"""
             with bar_rows as (
-                select symbol, {bar_tf} as tf, cast(count(*) as bigint) as bar_rows
-                from {bars}
-                where {symbols.where("symbol")}
+                select symbol, {bar_tf} as tf, cast(sum(row_count) as bigint) as bar_rows
+                from ({partition_rows(bars, bar_partition, scope)}) as b
                 group by all
             ),
             ema_rows as (
+                select symbol, tf, cast(sum(row_count) as bigint) as ema_rows
+                from ({partition_rows(emas, ("symbol", "tf", "period"), scope)}) as e
+                group by symbol, tf
+            ),
+            ranges as (
                 select
                     symbol,
                     tf,
-                    cast(count(*) as bigint) as ema_rows,
                     least(min(ema), min(ema_bar), min(ema_v2)) as lowest_ema,
                     greatest(max(ema), max(ema_bar), max(ema_v2)) as highest_ema
-                from {emas}
-                where {symbols.where("symbol")}
+                from ({scope.rows.sql}) as r
                 group by symbol, tf
             ),
             periods as (
-                select cast(count(distinct period) as bigint) as period_count from {emas}
+                select cast(count(distinct period) as bigint) as period_count
+                from {_counted(emas, scope)}
             ),
             closes as (
                 select symbol, min(close) as lowest_close, max(close) as highest_close
                 from {DAILY_BARS}
                 where {symbols.where("symbol")}
                 group by symbol
+            ),
+            keys as (
+                select symbol, tf from bar_rows
+                union
+                select symbol, tf from ema_rows
+                union
+                select symbol, tf from ranges
             )
             select
-                coalesce(b.symbol, e.symbol) as symbol,
-                coalesce(b.tf, e.tf) as tf,
+                k.symbol,
+                k.tf,
                 coalesce(e.ema_rows, 0) as ema_rows,
                 coalesce(b.bar_rows, 0) * p.period_count as expected_ema_rows,
-                e.lowest_ema,
+                r.lowest_ema,
                 c.lowest_close * (1 - 1e-9) as close_floor,
-                e.highest_ema,
+                r.highest_ema,
                 c.highest_close * (1 + 1e-9) as close_ceiling
-            from bar_rows as b
-            full join ema_rows as e on b.symbol = e.symbol and b.tf = e.tf
+            from keys as k
+            left join bar_rows as b on k.symbol = b.symbol and k.tf = b.tf
+            left join ema_rows as e on k.symbol = e.symbol and k.tf = e.tf
+            left join ranges as r on k.symbol = r.symbol and k.tf = r.tf
             cross join periods as p
-            left join closes as c on c.symbol = coalesce(b.symbol, e.symbol)
+            left join closes as c on c.symbol = k.symbol
             """,
-            symbols.params,
+            {**scope.rows.params, **symbols.params},
         )
 
     return frame

@@ -2,7 +2,8 @@
 
 Every check of the suites is a row-wise expectation (counts add up over chunks; the frame passes
 when no chunk has an unexpected row) or a schema expectation (the same columns in every chunk:
-the first failing chunk's result stands). Samples of unexpected rows are kept up to the limit.
+the first failing chunk's result stands, as for results without counts, GE's BOOLEAN_ONLY
+format). Samples of unexpected rows are kept up to the limit.
 """
 
 from __future__ import annotations

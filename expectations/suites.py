@@ -168,6 +168,7 @@ RAW_KLINES = Table(
     time_column="open_time",
     batch_column="batch_id",
     invocation_column=None,
+    partition=("symbol", "interval"),
 )
 STG_KLINES = Table(
     "main.stg_klines",
@@ -175,6 +176,8 @@ STG_KLINES = Table(
     time_column="open_time",
     batch_column="source_batch_id",
     invocation_column=None,
+    partition=("symbol", "interval"),
+    marked_in=RAW_KLINES,
 )
 BARS_1D = Table("main.bars_1d", ("symbol", "bar_date"), "bar_date", "source_batch_id")
 RETURNS_DAILY = Table("main.returns_daily", ("symbol", "bar_date"), "bar_date", "source_batch_id")
@@ -198,12 +201,22 @@ EMA_MARTS: dict[str, str] = {
 
 
 def family_table(name: str) -> Table:
-    return Table(f"main.{name}", ("symbol", "tf", "bar_date"), "bar_date", "source_batch_id")
+    return Table(
+        f"main.{name}",
+        ("symbol", "tf", "bar_date"),
+        "bar_date",
+        "source_batch_id",
+        partition=("symbol", "tf"),
+    )
 
 
 def ema_table(name: str) -> Table:
     return Table(
-        f"main.{name}", ("symbol", "tf", "period", "bar_date"), "bar_date", "source_batch_id"
+        f"main.{name}",
+        ("symbol", "tf", "period", "bar_date"),
+        "bar_date",
+        "source_batch_id",
+        partition=("symbol", "tf", "period"),
     )
 
 
@@ -320,7 +333,7 @@ def daily_bar_suites() -> tuple[SuiteSpec, ...]:
         ),
         frame=frames.daily_bars_calendar,
         frame_keys=("symbol",),
-        needs=(frames.STAGED_KLINES,),
+        needs=(frames.RAW_KLINES,),
         about=(
             "Daily rows per symbol against the calendar: the calendar days without a bar are the "
             "days the source has no kline for (the flagged gaps)."

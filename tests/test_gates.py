@@ -18,10 +18,11 @@ import duckdb
 import pandas as pd
 import pytest
 
+from expectations import frames
 from expectations.chunks import iter_frames
 from expectations.gates import FailedExpectation, GateResult, GateSettings, Slice, run_gate
 from expectations.suites import LAYER_ORDER, LAYERS
-from expectations.tables import Query, Table, scoped_rows
+from expectations.tables import Query, Scope, Symbols, Table, scoped_rows
 from expectations.workspace import build_suite
 from quantwarehouse.dbt import DbtRunError, run_dbt
 from tests.conftest import run_cli
@@ -410,6 +411,43 @@ def test_chunks_cover_every_row_and_never_split_a_key(con):
     assert all(len(f) <= 3 + 2 for f in frames)
     empty = list(iter_frames(con, Query("select * from t where false"), ("symbol",), 3))
     assert len(empty) == 1 and empty[0].empty and list(empty[0].columns) == list(rows.columns)
+
+
+def test_chunks_widen_narrow_integers_for_great_expectations(con):
+    con.execute(
+        "create table t as select 1::tinyint as a, 2::integer as b, 3::bigint as c, "
+        "4::integer as d union all select 5, 6, 7, null"
+    )
+    (frame,) = iter_frames(con, Query("select * from t"), ("a",), 10)
+    assert [str(t) for t in frame.dtypes] == ["int64", "int64", "int64", "float64"]
+    assert frame["b"].tolist() == [2, 6]
+
+
+def test_calendar_source_days_count_each_day_once_whatever_its_klines():
+    """A day with a daily kline, intraday klines or both is one source day, revised or not."""
+    con = duckdb.connect()
+    con.execute(
+        """
+        create schema raw;
+        create table raw.klines as select * from (values
+            ('A', '1d', timestamp '2024-01-01', 1), ('A', '1d', timestamp '2024-01-02', 1),
+            ('A', '1d', timestamp '2024-01-02', 2), ('A', '1d', timestamp '2024-01-03', 1),
+            ('A', '12h', timestamp '2024-01-03 12:00', 1), ('A', '12h', timestamp '2024-01-04', 1),
+            ('A', '12h', timestamp '2024-01-04 12:00', 1), ('A', '12h', timestamp '2024-01-04', 2),
+            ('B', '1h', timestamp '2024-01-05 01:00', 1),
+            ('B', '1h', timestamp '2024-01-05 02:00', 1), ('C', '1w', timestamp '2024-01-01', 1)
+        ) as v(symbol, interval, open_time, revision);
+        create table main.bars_1d as select * from (values
+            ('A', date '2024-01-01'), ('A', date '2024-01-02'), ('A', date '2024-01-04')
+        ) as v(symbol, bar_date);
+        """
+    )
+    query = frames.daily_bars_calendar(Scope(Query("select 1"), Symbols()))
+    found = con.execute(
+        f"select symbol, row_count, calendar_days, source_days from ({query.sql}) order by 1",
+        query.params,
+    ).fetchall()
+    assert found == [("A", 3, 4, 4), ("B", 0, 0, 1)]
 
 
 def test_a_gate_in_small_chunks_finds_the_same_rows(broken):

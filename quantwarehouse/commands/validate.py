@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(plan_lines(layers, run_dir)))
         return 0
     # Great Expectations takes seconds to import: only when validating.
-    from expectations.gates import GateSettings, run_gate
+    from expectations.gates import GateSession, GateSettings
 
     defaults = GateSettings()
     settings = GateSettings(
@@ -128,11 +128,13 @@ def run(args: argparse.Namespace) -> int:
     )
     progress = Progress(COMMAND, len(layers), quiet=args.quiet)
     results = []
+    session = GateSession(run_dir)  # one GE context, Data Docs rendered once for every layer
     with _open_read_only(warehouse_path()) as con:
         for done, layer in enumerate(layers, start=1):
             log.info("gate %s ...", layer)
-            results.append(run_gate(con, layer, run_dir=run_dir, settings=settings))
+            results.append(session.run(con, layer, settings=settings))
             progress.update(done, layer)
+    session.build_docs()
     lines = [line for result in results for line in result.lines()]
     failed = [r.layer for r in results if not r.passed]
     verdict = f"failed: {', '.join(failed)}" if failed else "passed"

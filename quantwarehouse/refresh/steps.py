@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 
@@ -54,6 +54,9 @@ from quantwarehouse.refresh.state import (
     state_fingerprint,
 )
 from quantwarehouse.warehouse import connect
+
+if TYPE_CHECKING:  # Great Expectations takes seconds to import: only when a gate runs
+    from expectations.gates import GateSession
 
 log = logging.getLogger("quantwarehouse.commands.daily_refresh")
 
@@ -722,8 +725,17 @@ class GateStep:
         invocations = report.invocation_ids if report else ()
         return [Slice(invocation_id=i, symbols=symbols) for i in invocations]
 
+    @staticmethod
+    def _session(ctx: RunContext) -> GateSession:
+        """The run's gate session: one GE context for every gate step of the run."""
+        from expectations.gates import GateSession
+
+        if "gate session" not in ctx.memo:
+            ctx.memo["gate session"] = GateSession(ctx.run_dir)
+        return ctx.memo["gate session"]
+
     def run(self, ctx: RunContext) -> StepReport:
-        from expectations.gates import GateSettings, run_gate
+        from expectations.gates import GateSettings
         from expectations.workspace import SAMPLE_LIMIT
 
         started = time.perf_counter()
@@ -735,14 +747,14 @@ class GateStep:
             chunk_rows=gates.chunk_rows,
             sample_rows=SAMPLE_LIMIT,
         )
+        session = self._session(ctx)
         results = []
         with ctx.read_only() as con:
             for layer in self.layers:
                 for slice_ in self._slices(ctx, layer):
                     log.info("  gate %s on %s", layer, slice_.describe())
-                    results.append(
-                        run_gate(con, layer, slice=slice_, run_dir=ctx.run_dir, settings=settings)
-                    )
+                    results.append(session.run(con, layer, slice=slice_, settings=settings))
+        session.build_docs()  # once for the step's layers
         lines = []
         for result in results:
             full = result.lines()
