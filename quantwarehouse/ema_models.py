@@ -46,7 +46,7 @@ from quantwarehouse.ema import (
     nominal_tf_days,
     segmented_cummax,
 )
-from quantwarehouse.incremental import dirty_symbols, state_table
+from quantwarehouse.incremental import dirty_symbols, oldest_watermark, state_table
 from quantwarehouse.refresh.filters import EMA_MODELS, EmaFilter
 
 FloatArray = NDArray[np.float64]
@@ -501,11 +501,6 @@ def _partitions(
     ).to_arrow_table()
 
 
-def _oldest_watermark(session: duckdb.DuckDBPyConnection, state: str) -> int:
-    (oldest,) = session.sql(f"select coalesce(min(last_batch_id), -1) from {state}").fetchone()
-    return int(oldest)
-
-
 _NO_ROWS = pa.table({"symbol": pa.array([], pa.string())})
 _NO_PARTITIONS = pa.table(
     {
@@ -539,7 +534,7 @@ def _plan(
     assert tables.state is not None
     query = _RECENT_ROWS.format(
         columns=", ".join(f"b.{column}" for column in ROW_COLUMNS),
-        oldest=_oldest_watermark(session, tables.state),
+        oldest=oldest_watermark(session, tables.state),
         kept_tf=_kept_tfs_sql(keep, "b.tf"),
     )
     with _registered(session, "ema_dirty", dirty):

@@ -94,6 +94,13 @@ def dirty_symbols(
     )
 
 
+def oldest_watermark(session: duckdb.DuckDBPyConnection, state: str) -> int:
+    """The lowest last_batch_id of a state table (-1 when it is empty): no row of an older or
+    equal batch is dirty for a symbol that has a watermark."""
+    (oldest,) = session.sql(f"select coalesce(min(last_batch_id), -1) from {state}").fetchone()
+    return int(oldest)
+
+
 def _narrowed_dirty_symbols(
     session: duckdb.DuckDBPyConnection,
     upstream: duckdb.DuckDBPyRelation,
@@ -103,10 +110,9 @@ def _narrowed_dirty_symbols(
 ) -> duckdb.DuckDBPyRelation:
     state, upstream_state = states
     time_column, batch_column = columns
-    (oldest,) = session.sql(f"select coalesce(min(last_batch_id), -1) from {state}").fetchone()
     watermarked = " and ".join(
         [
-            f"u.{batch_column} > {int(oldest)}",
+            f"u.{batch_column} > {oldest_watermark(session, state)}",
             f"u.{batch_column} > s.last_batch_id",
             *_symbol_filters("u.symbol", *symbols),
         ]
