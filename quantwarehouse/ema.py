@@ -315,10 +315,13 @@ class BarRows:
         return np.arange(len(self.completed_rows)) + completed_series + 1
 
     @cached_property
+    def series_of_row(self) -> IntArray:
+        return np.repeat(np.arange(self.series), np.diff(self.offsets))
+
+    @cached_property
     def _row_slots(self) -> IntArray:
         """Per row, the slot of the last completed bar at or before it (else the carry)."""
-        series_of_row = np.repeat(np.arange(self.series), np.diff(self.offsets))
-        return np.cumsum(self.completes_bar, dtype=np.int64) + series_of_row
+        return np.cumsum(self.completes_bar, dtype=np.int64) + self.series_of_row
 
     def ema_bar_of_rows(self, completed_ema: FloatArray, carried: FloatArray) -> FloatArray:
         slots = np.empty(len(completed_ema) + self.series)

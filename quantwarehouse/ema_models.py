@@ -121,9 +121,16 @@ ROW_COLUMNS = (
 )
 _ROW_COLUMNS = ", ".join(ROW_COLUMNS)
 
-# The rows of a preceding CTE `picked`, numbered by series (symbol, tf) in key order: sorting on a
-# small integer is cheaper than on the strings, and the ids give the series boundaries at once.
-_NUMBERED = """
+
+def _numbered(picked: str, *, materialized: bool) -> str:
+    """The rows of the query `picked`, numbered by series (symbol, tf) in key order: sorting on a
+    small integer is cheaper than on the strings, and the ids give the series boundaries at once.
+    `picked` is read twice: materialized when reading it costs more than keeping it (a scan of
+    the bars for a few symbols), inlined when it is a plain scan (all rows)."""
+    hint = "materialized" if materialized else "not materialized"
+    return f"""
+    with picked as {hint} ({picked}),
+
     series as (
         select symbol, tf, cast(row_number() over (order by symbol, tf) - 1 as integer) as series
         from (select distinct symbol, tf from picked) as pairs
@@ -133,7 +140,7 @@ _NUMBERED = """
     from picked as p
     inner join series as s on p.symbol = s.symbol and p.tf = s.tf
     order by s.series, p.bar_date
-"""
+    """
 
 
 def validated_periods(value: object) -> tuple[int, ...]:
@@ -230,7 +237,8 @@ class _Layout:
     bars: BarRows
     days: DayArray
     batch: IntArray
-    series_of_row: IntArray
+    filled: IntArray  # the series with rows
+    ends: pa.Table  # per filled series, its last row (symbol, tf, bar_date, bar_start_date, ...)
     day_sums: FloatArray
     bar_counts: IntArray
     bar_sums: FloatArray
@@ -239,27 +247,35 @@ class _Layout:
     def of(cls, rows: pa.Table, start: SeriesStart) -> _Layout:
         count = start.series
         offsets = series_offsets(_numpy(rows, "series").astype(np.int64), count)
-        tf_days = np.ones(count, np.int64)
         filled = np.flatnonzero(np.diff(offsets) > 0)
-        first_tfs = rows.column("tf").take(offsets[filled]).to_pylist()
-        tf_days[filled] = [nominal_tf_days(tf) for tf in first_tfs]
+        # One take for all periods: a take from a chunked column copies the whole column.
+        ends = rows.select(["symbol", "tf", "bar_date", "bar_start_date", "closes_bar"]).take(
+            offsets[filled + 1] - 1
+        )
+        tf_days = np.ones(count, np.int64)
+        tf_days[filled] = [nominal_tf_days(tf) for tf in ends.column("tf").to_pylist()]
         bars = BarRows(
             close=np.asarray(_numpy(rows, "close"), dtype=np.float64),
             completes_bar=np.asarray(_numpy(rows, "closes_bar"), dtype=bool),
             offsets=offsets,
             tf_days=tf_days,
         )
-        series_of_row = np.repeat(np.arange(count), np.diff(offsets))
-        completed_series = series_of_row[bars.completed_rows]
+        completed_series = bars.series_of_row[bars.completed_rows]
         return cls(
             bars=bars,
             days=_days(rows.column("bar_date")),
             batch=segmented_cummax(_numpy(rows, "source_batch_id"), offsets, start.batch_before),
-            series_of_row=series_of_row,
-            day_sums=np.bincount(series_of_row, weights=bars.close, minlength=count),
+            filled=filled,
+            ends=ends,
+            day_sums=np.bincount(bars.series_of_row, weights=bars.close, minlength=count),
             bar_counts=np.bincount(completed_series, minlength=count),
             bar_sums=np.bincount(completed_series, weights=bars.completed_close, minlength=count),
         )
+
+    @property
+    def last_rows(self) -> IntArray:
+        """The last row of each filled series."""
+        return self.bars.offsets[self.filled + 1] - 1
 
 
 def _model_rows(
@@ -297,31 +313,23 @@ def _model_rows(
 
 
 def _carry_rows(
-    rows: pa.Table,
-    period: int,
-    emas: BarEmas,
-    layout: _Layout,
-    carry: BarCarry,
-    written: NDArray[np.bool_],
+    period: int, emas: BarEmas, layout: _Layout, carry: BarCarry, written_from: DayArray
 ) -> pa.Table:
     """Per partition with a written row, the carry after the series' last row (CARRY_SCHEMA)."""
-    count = len(carry.days.count)
-    series = np.flatnonzero(np.bincount(layout.series_of_row[written], minlength=count))
-    offsets = layout.bars.offsets
-    last = offsets[series + 1] - 1
-
-    def at_last(name: str) -> pa.ChunkedArray:
-        return rows.column(name).take(last)
-
+    last = layout.last_rows
+    # Rows are in date order within a series: it writes a row when its last row is written.
+    written = layout.days[last] >= written_from[layout.filled]
+    series, last = layout.filled[written], last[written]
+    ends = layout.ends.filter(pa.array(written))
     columns = {
-        "symbol": at_last("symbol"),
-        "tf": at_last("tf"),
+        "symbol": ends.column("symbol"),
+        "tf": ends.column("tf"),
         "period": pa.array(np.full(len(series), period, np.int32)),
-        "as_of": at_last("bar_date"),
-        "row_count": carry.days.count[series] + np.diff(offsets)[series],
+        "as_of": ends.column("bar_date"),
+        "row_count": carry.days.count[series] + np.diff(layout.bars.offsets)[series],
         "last_batch_id": layout.batch[last],
-        "bar_start_date": at_last("bar_start_date"),
-        "closes_bar": at_last("closes_bar"),
+        "bar_start_date": ends.column("bar_start_date"),
+        "closes_bar": ends.column("closes_bar"),
         "days_total": carry.days.total[series] + layout.day_sums[series],
         "bars_count": carry.bars.count[series] + layout.bar_counts[series],
         "bars_total": carry.bars.total[series] + layout.bar_sums[series],
@@ -347,9 +355,10 @@ def ema_table(inputs: ModelInputs, invocation_id: str) -> ModelOutput:
     model_blocks, carry_blocks = [], []
     for period in inputs.periods:
         emas = bar_emas(layout.bars, period, start.carry[period])
-        written = layout.days >= start.written_from[period][layout.series_of_row]
+        written_from = start.written_from[period]
+        written = layout.days >= written_from[layout.bars.series_of_row]
         model_blocks.append(_model_rows(rows, period, emas, layout.batch, written, invocation_id))
-        carry_blocks.append(_carry_rows(rows, period, emas, layout, start.carry[period], written))
+        carry_blocks.append(_carry_rows(period, emas, layout, start.carry[period], written_from))
     return ModelOutput(
         _concatenated(model_blocks, OUTPUT_SCHEMA), _concatenated(carry_blocks, CARRY_SCHEMA)
     )
@@ -568,7 +577,7 @@ def _picked_rows(
         )
     if not parts:
         parts.append(f"select {_ROW_COLUMNS} from bars where false")
-    query = f"with picked as ({' union all '.join(parts)}), {_NUMBERED}"
+    query = _numbered(" union all ".join(parts), materialized=True)
     with _registered(session, "ema_resumed_rows", plan.recent):
         return bars.query("bars", query).to_arrow_table()
 
@@ -733,7 +742,7 @@ def model_inputs(
     bars = upstream.query("bars_source", _DAILY_ROWS if daily else _FAMILY_ROWS)
     if dbt.is_incremental:
         return _incremental_inputs(dbt, session, bars, periods, daily=daily)
-    rows = bars.query("bars", f"with picked as (select * from bars), {_NUMBERED}").to_arrow_table()
+    rows = bars.query("bars", _numbered("select * from bars", materialized=False)).to_arrow_table()
     count = int(pc.max(rows.column("series")).as_py()) + 1 if rows.num_rows else 0
     return ModelInputs(rows, periods, SeriesStart.fresh(count, periods))
 
