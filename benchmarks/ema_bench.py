@@ -5,13 +5,15 @@ The warehouse is prepared once per benchmark folder and shared by the cases (`em
 preset loaded up to the day before its last, then bars_1d, bars_multi_tf and emas_multi_tf built by
 dbt, each in a child process so the figures of a case are its own. Cases:
 
-- ema_compute_full: the model's pure compute (`quantwarehouse.ema.ema_table`) on the rows the model
-  reads, EMA values per second (three per output row: ema, ema_bar, ema_v2), its own peak memory,
-  and the dbt model's full build (dbt start-up excluded: dbt's own execution time of the model).
+- ema_compute_full: the model's pure compute (`quantwarehouse.ema_models.ema_table`) on the rows
+  the model reads, EMA values per second (three per output row: ema, ema_bar, ema_v2), its own peak
+  memory, and the dbt model's full build (dbt start-up excluded: dbt's own execution time of the
+  model).
 - ema_pandas_baseline: the same values with a plain pandas groupby().ewm() recomputation.
 - ema_incremental_one_day: the last day loaded, bars refreshed incrementally, then the model's
-  incremental inputs (dirty series from their recompute start, carried state) computed against the
-  full compute over all rows on the same warehouse, and the dbt incremental run of the model.
+  incremental inputs (the new rows of the symbols resumed from their carry, every row of those
+  recomputed) computed against the full compute over all rows on the same warehouse, and the dbt
+  incremental run of the model.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import pandas as pd
 
 from benchmarks.harness import Case, Metrics, timed
 from ingest.synthetic import resolve_preset
-from quantwarehouse.ema import ModelInputs, ema_table, model_inputs, nominal_tf_days
+from quantwarehouse.ema import nominal_tf_days
+from quantwarehouse.ema_models import ModelInputs, ema_table, model_inputs
 from quantwarehouse.paths import DBT_PROJECT_DIR, REPO_ROOT, WAREHOUSE_ENV
 
 PRESET = "bench"
@@ -125,8 +128,8 @@ def inputs(con: duckdb.DuckDBPyConnection, *, incremental: bool) -> ModelInputs:
 
 
 def compute_figures(given: ModelInputs, prefix: str) -> Metrics:
-    seconds, table = timed(lambda: ema_table(given.rows, given.periods, INVOCATION, given.carry))
-    values = table.num_rows * EMA_COLUMNS
+    seconds, output = timed(lambda: ema_table(given, INVOCATION))
+    values = output.rows.num_rows * EMA_COLUMNS
     return {
         f"{prefix}_rows_in": given.rows.num_rows,
         f"{prefix}_ema_values": values,

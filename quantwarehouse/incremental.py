@@ -39,6 +39,15 @@ def state_table(session: duckdb.DuckDBPyConnection, database: str, model: str) -
     return ".".join(_quoted(part) for part in (database, STATE_SCHEMA, model))
 
 
+def _symbol_filters(column: str, only: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    found = []
+    if only:
+        found.append(f"{column} in ({', '.join(map(_literal, only))})")
+    if exclude:
+        found.append(f"{column} not in ({', '.join(map(_literal, exclude))})")
+    return found
+
+
 def dirty_symbols(
     session: duckdb.DuckDBPyConnection,
     upstream: duckdb.DuckDBPyRelation,
@@ -47,9 +56,24 @@ def dirty_symbols(
     batch_column: str = "source_batch_id",
     only_symbols: Sequence[str] = (),
     exclude_symbols: Sequence[str] = (),
+    upstream_state: str | None = None,
 ) -> duckdb.DuckDBPyRelation:
-    """Relation (symbol, dirty_from) over `upstream` for the model `this` (dbt's `dbt.this`)."""
+    """Relation (symbol, dirty_from) over `upstream` for the model `this` (dbt's `dbt.this`).
+
+    `upstream_state`, the state table of an incremental upstream model, narrows what is read to the
+    same answer: rows no older than the oldest watermark (a literal, so the scan skips row groups
+    of older batches by their zone maps) for the symbols with a watermark, and for the others their
+    earliest time from that state (invariant 4: it lists every upstream symbol).
+    """
     state = state_table(session, this.database, this.identifier)
+    if state is not None and upstream_state is not None:
+        return _narrowed_dirty_symbols(
+            session,
+            upstream,
+            (state, upstream_state),
+            (time_column, batch_column),
+            (only_symbols, exclude_symbols),
+        )
     join = ""
     conditions = ["true"]
     if state is not None:
@@ -59,10 +83,7 @@ def dirty_symbols(
             ) as s
                 on u.symbol = s.symbol"""
         conditions = [f"(s.symbol is null or u.{batch_column} > s.last_batch_id)"]
-    if only_symbols:
-        conditions.append(f"u.symbol in ({', '.join(map(_literal, only_symbols))})")
-    if exclude_symbols:
-        conditions.append(f"u.symbol not in ({', '.join(map(_literal, exclude_symbols))})")
+    conditions += _symbol_filters("u.symbol", only_symbols, exclude_symbols)
     return upstream.query(
         "upstream",
         f"""
@@ -70,4 +91,51 @@ def dirty_symbols(
         from upstream as u {join}
         where {" and ".join(conditions)}
         group by u.symbol""",
+    )
+
+
+def oldest_watermark(session: duckdb.DuckDBPyConnection, state: str) -> int:
+    """The lowest last_batch_id of a state table (-1 when it is empty): no row of an older or
+    equal batch is dirty for a symbol that has a watermark."""
+    (oldest,) = session.sql(f"select coalesce(min(last_batch_id), -1) from {state}").fetchone()
+    return int(oldest)
+
+
+def _narrowed_dirty_symbols(
+    session: duckdb.DuckDBPyConnection,
+    upstream: duckdb.DuckDBPyRelation,
+    states: tuple[str, str],
+    columns: tuple[str, str],
+    symbols: tuple[Sequence[str], Sequence[str]],
+) -> duckdb.DuckDBPyRelation:
+    state, upstream_state = states
+    time_column, batch_column = columns
+    watermarked = " and ".join(
+        [
+            f"u.{batch_column} > {oldest_watermark(session, state)}",
+            f"u.{batch_column} > s.last_batch_id",
+            *_symbol_filters("u.symbol", *symbols),
+        ]
+    )
+    unwatermarked = " and ".join(["true", *_symbol_filters("p.symbol", *symbols)])
+    return upstream.query(
+        "upstream",
+        f"""
+        with watermarks as (
+            select symbol, min(last_batch_id) as last_batch_id from {state} group by symbol
+        )
+
+        select u.symbol, min(u.{time_column}) as dirty_from
+        from upstream as u
+        inner join watermarks as s on u.symbol = s.symbol
+        where {watermarked}
+        group by u.symbol
+
+        union all
+
+        select p.symbol, min(p.earliest_ts) as dirty_from
+        from {upstream_state} as p
+        anti join watermarks as s on p.symbol = s.symbol
+        where {unwatermarked}
+        group by p.symbol""",
     )

@@ -13,9 +13,10 @@ loads each batch into the raw layer through the real write path (`run_load` over
 runs dbt incrementally after each batch, then copies the warehouse and rebuilds the copy with
 `--full-refresh` (after every batch, or only the last). `assert_same_warehouses` compares every
 incremental model row for row by its key (ignoring the audit column `invocation_id`; floats equal
-to 1e-9 relative, NaN equal to NaN, everything else exactly) and every model's `state.<model>`
-table (ignoring `updated_at`), and fails with the model, the first differing keys, the columns and
-both values. `rows_written` tells which rows one dbt invocation (re)wrote.
+to 1e-9 relative, NaN equal to NaN, everything else exactly), every model's `state.<model>` table
+(ignoring `updated_at`) and, where a model has one, its carry `state.<model>__carry`, and fails
+with the model, the first differing keys, the columns and both values. `rows_written` tells which
+rows one dbt invocation (re)wrote.
 
 A batch is a candidate table (`ingest.records.CANDIDATE_SCHEMA`, e.g. from `random_walk`) or any
 callable taking a `RawStore` (e.g. `load_source(build_source("synthetic", options))`).
@@ -55,6 +56,7 @@ WAREHOUSE_FILE = "warehouse.duckdb"
 MODEL_AUDIT_COLUMN = "invocation_id"
 STATE_AUDIT_COLUMN = "updated_at"
 STATE_SCHEMA = "state"
+CARRY_SUFFIX = "__carry"
 RELATIVE_TOLERANCE = 1e-9
 SHOWN_DIFFERENCES = 5
 
@@ -83,6 +85,11 @@ class IncrementalModel:
     @property
     def state_relation(self) -> str:
         return f"{STATE_SCHEMA}.{self.identifier}"
+
+    @property
+    def carry_relation(self) -> str:
+        """Where a model that resumes from stored recursion state keeps it (the EMA models)."""
+        return f"{STATE_SCHEMA}.{self.identifier}{CARRY_SUFFIX}"
 
 
 def declared_key(manifest: Manifest, unique_id: str) -> tuple[str, ...] | None:
@@ -479,10 +486,13 @@ def warehouse_differences(
         duckdb.connect(str(right), read_only=True) as right_con,
     ):
         for model in models:
-            for relation, key, ignored in (
+            compared = [
                 (model.relation, model.key, (MODEL_AUDIT_COLUMN,)),
                 (model.state_relation, model.partition_keys, (STATE_AUDIT_COLUMN,)),
-            ):
+            ]
+            if any(table_exists(con, model.carry_relation) for con in (left_con, right_con)):
+                compared.append((model.carry_relation, model.partition_keys, ()))
+            for relation, key, ignored in compared:
                 problems += compare_table(left_con, right_con, relation, key, ignored, labels)
     return problems
 

@@ -1,5 +1,7 @@
 """quantwarehouse.ema against independent references: TA-Lib's EMA (SMA-seeded, as DOMAIN.md asks),
-pandas' ewm(adjust=False) after an SMA seed, plain Python loops, and values worked out by hand."""
+pandas' ewm(adjust=False) after an SMA seed, plain Python loops, and values worked out by hand; and
+the models' computation (quantwarehouse.ema_models.ema_table): its rows, what it writes, and its
+carry, from which a run resumed equals one computation over all the rows."""
 
 from __future__ import annotations
 
@@ -8,25 +10,31 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import talib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quantwarehouse.ema import (
-    OUTPUT_COLUMNS,
     BarCarry,
     BarRows,
     EmaCarry,
-    ModelInputs,
-    RunCarry,
     bar_emas,
     ema_alpha,
-    ema_table,
     nominal_tf_days,
-    partition_filter,
     segmented_cummax,
     segmented_ema,
+)
+from quantwarehouse.ema_models import (
+    CARRY_SCHEMA,
+    NO_ROW,
+    OUTPUT_COLUMNS,
+    ModelInputs,
+    SeriesStart,
+    ema_table,
+    fill_carry,
+    partition_filter,
     validated_periods,
 )
 
@@ -342,22 +350,36 @@ def test_segmented_cummax_matches_pandas():
     np.testing.assert_array_equal(segmented_cummax(values, offsets), plain)
 
 
-def rows_table(symbols, tfs, closes, flags, batches):
-    """Model input rows; series ids numbered in (symbol, tf) order as the models' SQL does."""
-    count = len(closes)
+DAY_ONE = dt.date(2024, 1, 1)
+
+
+def rows_table(symbols, tfs, closes, flags, batches, days=None):
+    """Model input rows on days DAY_ONE + `days` (default one row a day); series ids numbered in
+    (symbol, tf) order as the models' SQL does; each row its own bar start."""
     keys = sorted(set(zip(symbols, tfs, strict=True)))
+    dates = [
+        DAY_ONE + dt.timedelta(days=int(d)) for d in (range(len(closes)) if days is None else days)
+    ]
     return pa.table(
         {
-            "series": [keys.index(key) for key in zip(symbols, tfs, strict=True)],
-            "symbol": symbols,
-            "tf": tfs,
-            "bar_date": [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(count)],
-            "close": closes,
-            "is_partial_end": [not f for f in flags],
-            "closes_bar": flags,
-            "source_batch_id": batches,
+            "series": pa.array(
+                [keys.index(key) for key in zip(symbols, tfs, strict=True)], pa.int32()
+            ),
+            "symbol": pa.array(symbols, pa.string()),
+            "tf": pa.array(tfs, pa.string()),
+            "bar_date": pa.array(dates, pa.date32()),
+            "bar_start_date": pa.array(dates, pa.date32()),
+            "close": pa.array(closes, pa.float64()),
+            "is_partial_end": pa.array([not f for f in flags], pa.bool_()),
+            "closes_bar": pa.array(flags, pa.bool_()),
+            "source_batch_id": pa.array(batches, pa.int64()),
         }
     )
+
+
+def fresh_inputs(rows: pa.Table, periods: tuple[int, ...]) -> ModelInputs:
+    series = len(set(rows.column("series").to_pylist()))
+    return ModelInputs(rows, periods, SeriesStart.fresh(series, periods))
 
 
 def test_ema_table_rows_per_period_with_nulls_batches_and_invocation():
@@ -368,7 +390,7 @@ def test_ema_table_rows_per_period_with_nulls_batches_and_invocation():
         [False, True, False, True, True, True, True],
         [1, 3, 2, 2, 4, 1, 1],
     )
-    table = ema_table(rows, (1, 2), "run-1")
+    table = ema_table(fresh_inputs(rows, (1, 2)), "run-1").rows
     assert table.column_names == list(OUTPUT_COLUMNS)
     assert table.num_rows == 14
     frame = table.to_pandas()
@@ -385,46 +407,152 @@ def test_ema_table_rows_per_period_with_nulls_batches_and_invocation():
     assert b1.source_batch_id.tolist() == [4, 4, 4]
 
 
-def test_ema_table_continues_from_a_run_carry():
+def test_the_carry_of_each_partition_is_its_state_after_its_last_row():
+    rows = rows_table(
+        ["A"] * 4, ["2d"] * 4, [10.0, 11, 12, 13], [False, True, False, False], [1, 3, 2, 2]
+    )
+    carry = ema_table(fresh_inputs(rows, (1, 2)), "run-1").carry
+    assert carry.schema == CARRY_SCHEMA
+    last_day = DAY_ONE + dt.timedelta(days=3)
+    assert carry.to_pylist() == [
+        {
+            "symbol": "A",
+            "tf": "2d",
+            "period": period,
+            "as_of": last_day,
+            "row_count": 4,
+            "last_batch_id": 3,
+            "bar_start_date": last_day,
+            "closes_bar": False,
+            "days_total": 46.0,
+            "bars_count": 1,
+            "bars_total": 11.0,
+            "ema_bar": ema_bar,
+            "ema_v2": ema_v2,
+        }
+        # one bar closed (11): its close for period 1, still warming up for period 2; v2 over 2
+        # days (alpha 2/3, seeded with 10.5 on day 2: 11.5, 12.5) and over 4 (the mean of all 4)
+        for period, ema_bar, ema_v2 in ((1, 11.0, pytest.approx(12.5)), (2, None, 11.5))
+    ]
+
+
+def test_ema_table_continues_from_a_carry():
     rows = rows_table(["A"] * 2, ["1d"] * 2, [13.0, 14.0], [True, True], [5, 5])
     # before: 3 closes 10, 11, 12 (sum 33), EMA(3) = 11 stored; batch 7
-    carry = RunCarry(
-        days_before=np.array([3]),
-        days_total=np.array([33.0]),
-        bars_before=np.array([3]),
-        bars_total=np.array([33.0]),
-        batch_before=np.array([7]),
-        stored={3: (np.array([11.0]), np.array([11.0]))},
-    )
-    frame = ema_table(rows, (3,), "run-2", carry).to_pandas()
+    start = SeriesStart.fresh(1, (3,))
+    before = {"row_count": [3], "days_total": [33.0], "bars_count": [3], "bars_total": [33.0]}
+    stored = {"ema_bar": [11.0], "ema_v2": [11.0], "last_batch_id": [7], "series": [0]}
+    fill_carry(start, 3, pa.table({**before, **stored}))
+    output = ema_table(ModelInputs(rows, (3,), start), "run-2")
+    frame = output.rows.to_pandas()
     # alpha 1/2: 0.5 * 13 + 0.5 * 11 = 12, then 13
     assert frame.ema.tolist() == [12.0, 13.0]
     assert frame.ema_v2.tolist() == [12.0, 13.0]
     assert frame.source_batch_id.tolist() == [7, 7]
+    carry = output.carry.to_pylist()[0]
+    assert (carry["row_count"], carry["days_total"], carry["bars_count"]) == (5, 60.0, 5)
+    assert (carry["ema_bar"], carry["ema_v2"], carry["last_batch_id"]) == (13.0, 13.0, 7)
+
+
+def split_rows(series: list[tuple[str, str, np.ndarray, np.ndarray]], part) -> pa.Table:
+    """rows_table of (symbol, tf, closes, batches) series, rolling bars; `part(n)` is the slice
+    of each series' rows taken, on its days since DAY_ONE."""
+    columns: dict[str, list] = {"symbols": [], "tfs": [], "closes": [], "flags": [], "batches": []}
+    days: list[int] = []
+    for symbol, tf, close, batch in series:
+        taken = part(len(close))
+        positions = np.arange(len(close))[taken]
+        columns["symbols"] += [symbol] * len(positions)
+        columns["tfs"] += [tf] * len(positions)
+        columns["closes"] += close[taken].tolist()
+        columns["flags"] += rolling_flags(len(close), nominal_tf_days(tf))[taken].tolist()
+        columns["batches"] += batch[taken].tolist()
+        days += positions.tolist()
+    return rows_table(*columns.values(), days=days)
+
+
+def resumed_start(carry: pa.Table, periods: tuple[int, ...]) -> SeriesStart:
+    """Series resumed from `carry`, numbered in (symbol, tf) order."""
+    keys = sorted({(row["symbol"], row["tf"]) for row in carry.to_pylist()})
+    ids = [keys.index((row["symbol"], row["tf"])) for row in carry.to_pylist()]
+    carry = carry.append_column("series", pa.array(ids, pa.int64()))
+    start = SeriesStart.fresh(len(keys), periods)
+    for period in periods:
+        fill_carry(start, period, carry.filter(pc.equal(carry.column("period"), period)))
+    return start
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.data(),
+    periods=st.lists(st.integers(1, 6), min_size=1, max_size=3, unique=True),
+    lengths=st.lists(st.integers(2, 120), min_size=1, max_size=4),
+)
+def test_a_run_resumed_from_its_carry_equals_one_computation(data, periods, lengths):
+    """What a normal day does: compute up to a day and keep the carry, then resume from it over
+    the rest; rows and the final carry equal one computation over all rows. Rolling bars of
+    several lengths, the split anywhere in a bar, still in warm-up or not."""
+    periods = tuple(sorted(periods))
+    series = [
+        (
+            f"S{i}",
+            f"{data.draw(st.integers(1, 9), label='tf days')}d",
+            walk(n, 7 * n + i),
+            np.sort(np.random.default_rng(i).integers(1, 9, n)),
+        )
+        for i, n in enumerate(lengths)
+    ]
+    split = data.draw(st.integers(1, min(lengths) - 1), label="split")
+    whole = ema_table(fresh_inputs(split_rows(series, lambda n: slice(0, n)), periods), "w")
+    before = ema_table(fresh_inputs(split_rows(series, lambda n: slice(0, split)), periods), "b")
+    after_rows = split_rows(series, lambda n: slice(split, n))
+    after = ema_table(ModelInputs(after_rows, periods, resumed_start(before.carry, periods)), "a")
+
+    keys = ["symbol", "tf", "period", "bar_date"]
+    expected = whole.rows.to_pandas().set_index(keys)
+    got = after.rows.to_pandas().set_index(keys)
+    assert len(got) == len(expected) - len(split_rows(series, lambda n: slice(0, split))) * len(
+        periods
+    )
+    expected = expected.loc[got.index]
+    for column in ("ema", "ema_bar", "ema_v2"):
+        np.testing.assert_allclose(
+            got[column].to_numpy(float),
+            expected[column].to_numpy(float),
+            rtol=1e-9,
+            equal_nan=True,
+            err_msg=column,
+        )
+    assert got.source_batch_id.tolist() == expected.source_batch_id.tolist()
+    order = ["symbol", "tf", "period"]
+    pd.testing.assert_frame_equal(
+        after.carry.to_pandas().sort_values(order).reset_index(drop=True),
+        whole.carry.to_pandas().sort_values(order).reset_index(drop=True),
+        rtol=1e-9,
+    )
 
 
 def test_an_incremental_run_with_nothing_to_do_writes_no_rows():
-    rows = rows_table([], [], [], [], []).cast(
-        pa.schema(
-            [
-                ("series", pa.int32()),
-                ("symbol", pa.string()),
-                ("tf", pa.string()),
-                ("bar_date", pa.date32()),
-                ("close", pa.float64()),
-                ("is_partial_end", pa.bool_()),
-                ("closes_bar", pa.bool_()),
-                ("source_batch_id", pa.int64()),
-            ]
-        )
-    )
-    nothing = np.array([], np.int64)
-    carry = RunCarry(
-        nothing, nothing * 1.0, nothing, nothing * 1.0, nothing, {10: (nothing * 1.0,) * 2}
-    )
-    table = ema_table(rows, (10,), "run-3", carry)
-    assert table.num_rows == 0
-    assert table.column_names == list(OUTPUT_COLUMNS)
+    rows = rows_table([], [], [], [], [])
+    output = ema_table(ModelInputs(rows, (10,), SeriesStart.fresh(0, (10,))), "run-3")
+    assert output.rows.num_rows == 0
+    assert output.rows.column_names == list(OUTPUT_COLUMNS)
+    assert output.carry.num_rows == 0
+
+
+def test_only_rows_from_each_partitions_written_from_are_returned_with_their_carry():
+    rows = rows_table(["A"] * 4, ["1M", "1M", "1w", "1w"], [1.0, 2, 3, 4], [True] * 4, [1] * 4)
+    start = SeriesStart.fresh(2, (1, 2))  # series 0: (A, 1M), series 1: (A, 1w)
+    third_day = (DAY_ONE - dt.date(1970, 1, 1)).days + 2
+    start.written_from[1][:] = [NO_ROW, third_day]
+    start.written_from[2][:] = [third_day + 5, NO_ROW]
+    output = ema_table(ModelInputs(rows, (1, 2), start), "run-4")
+    written = output.rows.select(["tf", "period", "bar_date"]).to_pylist()
+    assert [(r["tf"], r["period"], r["bar_date"].day) for r in written] == [
+        ("1w", 1, 3),
+        ("1w", 1, 4),
+    ]
+    assert [(r["tf"], r["period"]) for r in output.carry.to_pylist()] == [("1w", 1)]
 
 
 def test_partition_filter_reads_the_refresh_vars():
@@ -434,20 +562,3 @@ def test_partition_filter_reads_the_refresh_vars():
     pairs = partition_filter({"tf_periods": [["7d", 10], ["7d", 20]]})
     assert pairs.keeps("7d", 10) and not pairs.keeps("7d", 50) and not pairs.keeps("2d", 10)
     assert not partition_filter({"symbols": ["A"]})
-
-
-def test_only_the_kept_partitions_are_returned():
-    rows = rows_table(["A"] * 4, ["1M", "1M", "1w", "1w"], [1.0, 2, 3, 4], [True] * 4, [1] * 4)
-    table = ema_table(rows, (1, 2), "run-4")
-    kept = ModelInputs(rows, (1, 2), partitions=frozenset({("1w", 2), ("1M", 1)})).kept(table)
-    tfs, periods = kept.column("tf").to_pylist(), kept.column("period").to_pylist()
-    found = sorted(set(zip(tfs, periods, strict=True)))
-    assert found == [("1M", 1), ("1w", 2)]
-    assert kept.num_rows == 4
-    assert ModelInputs(rows, (1, 2)).kept(table) is table
-
-
-def test_no_kept_partition_returns_no_rows():
-    rows = rows_table(["A"], ["1d"], [1.0], [True], [1])
-    table = ema_table(rows, (1,), "run-5")
-    assert ModelInputs(rows, (), partitions=frozenset()).kept(table).num_rows == 0

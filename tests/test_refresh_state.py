@@ -124,6 +124,17 @@ def test_delete_symbols_removes_rows_and_state_together(warehouse):
     assert pending_symbols(warehouse, BARS_1D)["A"] == Pending("A", date(2025, 1, 3), None)
 
 
+def test_delete_symbols_removes_the_carry_of_a_model_that_keeps_one(warehouse):
+    warehouse.execute("create table main.emas_multi_tf (symbol varchar, tf varchar)")
+    warehouse.execute("insert into main.emas_multi_tf values ('A', '2d'), ('B', '2d')")
+    for table in ("emas_multi_tf", "emas_multi_tf__carry"):
+        warehouse.execute(f"create table state.{table} (symbol varchar, tf varchar)")
+        warehouse.execute(f"insert into state.{table} values ('A', '2d'), ('B', '2d')")
+    assert delete_symbols(warehouse, [EMAS], ["A"]) == {"emas_multi_tf": 1}
+    for table in ("main.emas_multi_tf", "state.emas_multi_tf", "state.emas_multi_tf__carry"):
+        assert warehouse.execute(f"select symbol from {table}").fetchall() == [("B",)], table
+
+
 def test_a_failed_delete_changes_nothing(warehouse):
     broken = Model("broken", "main.bars_1d", ("symbol",), ())
     warehouse.execute("create table state.broken (other varchar)")  # no symbol column
@@ -195,3 +206,44 @@ def test_dirty_detection_of_python_models_honours_symbols_and_exclude_symbols(wa
     assert sorted(dirty(exclude_symbols=["C"])) == ["A"]
     assert sorted(dirty(only_symbols=["B", "C"])) == ["C"]
     assert dirty(only_symbols=["A", "C"], exclude_symbols=["A", "C"]) == {}
+
+
+def test_dirty_detection_narrowed_by_the_upstream_state_finds_the_same_symbols():
+    """With the upstream model's state, dirty_symbols reads only the rows of recent batches and
+    that state, and answers as the full scan does. X is behind its watermark, Y is current, Z was
+    never built (its rows older than every watermark, as after --full-refresh --symbols)."""
+    con = duckdb.connect()
+    con.execute("create schema state")
+    con.execute("create table main.up (symbol varchar, bar_date date, source_batch_id bigint)")
+    con.execute(
+        """insert into main.up values
+        ('X', '2025-01-01', 1), ('X', '2025-01-02', 3), ('X', '2025-01-03', 4),
+        ('Y', '2025-01-01', 2), ('Y', '2025-01-02', 3),
+        ('Z', '2024-12-30', 1), ('Z', '2025-01-03', 2)"""
+    )
+    con.execute(
+        f"create table state.up (symbol varchar, {STATE_COLUMNS}); insert into state.up "
+        "select symbol, max(bar_date), max(source_batch_id), min(bar_date), count(*), now() "
+        "from main.up group by symbol"
+    )
+    con.execute(f"create table state.model (symbol varchar, tf varchar, {STATE_COLUMNS})")
+    con.execute(
+        """insert into state.model values
+        ('X', '1d', '2025-01-02', 3, '2025-01-01', 2, now()),
+        ('X', '2d', '2025-01-02', 3, '2025-01-01', 2, now()),
+        ('Y', '1d', '2025-01-02', 3, '2025-01-01', 2, now())"""
+    )
+    database = con.execute("select current_database()").fetchone()[0]
+    this = SimpleNamespace(database=database, identifier="model")
+    upstream = con.sql("select * from main.up")
+    for filters in ({}, {"only_symbols": ["Y", "Z"]}, {"exclude_symbols": ["Z"]}):
+        scanned = dirty_symbols(con, upstream, this, "bar_date", **filters).fetchall()
+        narrowed = dirty_symbols(
+            con, upstream, this, "bar_date", upstream_state="state.up", **filters
+        ).fetchall()
+        assert sorted(narrowed) == sorted(scanned), filters
+    found = dirty_symbols(con, upstream, this, "bar_date", upstream_state="state.up").fetchall()
+    assert sorted(found) == [
+        ("X", date(2025, 1, 3)),
+        ("Z", date(2024, 12, 30)),
+    ]

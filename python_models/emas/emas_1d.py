@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from quantwarehouse.ema import ema_model
+from quantwarehouse.ema_models import ema_model
 
 
 def model(dbt: Any, session: duckdb.DuckDBPyConnection) -> pa.Table:

@@ -3,7 +3,7 @@
 The state tables (`state.<model>`, ARCHITECTURE invariant 4) are the only record of progress.
 This module reads them, read-only, for the plan of a dry run, `--resume`, the freshness check
 before returns, EMAs and features, progress counts, and the stage cache; and deletes a symbol's
-rows and state for `--full-refresh --symbols`.
+rows and state (with the EMA models' carry) for `--full-refresh --symbols`.
 
 A model's upstream is found in the dbt manifest: the incremental models it reads (through views),
 or the raw klines for the bars. A symbol is pending in a model when its upstream holds a load
@@ -42,6 +42,11 @@ class Model:
     @property
     def state(self) -> str:
         return f"{STATE_SCHEMA}.{self.name}"
+
+    @property
+    def carry(self) -> str:
+        """Recursion state a model resumes from, where it keeps one (the EMA models)."""
+        return f"{STATE_SCHEMA}.{self.name}__carry"
 
 
 @dataclass(frozen=True)
@@ -257,8 +262,9 @@ def delete_symbols(
             rows = con.execute(
                 f"delete from {model.relation} where symbol in ({listed})"
             ).fetchone()[0]
-            if relation_exists(con, model.state):
-                con.execute(f"delete from {model.state} where symbol in ({listed})")
+            for state in (model.state, model.carry):
+                if relation_exists(con, state):
+                    con.execute(f"delete from {state} where symbol in ({listed})")
             deleted[model.name] = int(rows)
         con.execute("commit")
     except BaseException:
