@@ -323,14 +323,54 @@ def family_coverage(relation: str) -> Frame:
     return frame
 
 
+_EMA_RANGE = """
+    least(min(ema), min(ema_bar), min(ema_v2)) as lowest_ema,
+    greatest(max(ema), max(ema_bar), max(ema_v2)) as highest_ema
+"""
+
+
+def _ema_rows(emas: str, scope: Scope) -> str:
+    """SQL of (symbol, tf, ema_rows, lowest_ema, highest_ema) for the scope's symbols.
+
+    Where the state counts the rows, the range is taken on the rows of the scope (an EMA row
+    depends on the closes up to its day only, and those are recomputed with it); else rows and
+    range come from one pass over every row of the symbols.
+    """
+    if emas not in scope.counted_by_state:
+        return f"""
+            select symbol, tf, cast(count(*) as bigint) as ema_rows, {_EMA_RANGE}
+            from {emas}
+            where {scope.symbols.where("symbol")}
+            group by symbol, tf
+        """
+    return f"""
+        with counts as (
+            select symbol, tf, cast(sum(row_count) as bigint) as ema_rows
+            from ({partition_rows(emas, ("symbol", "tf", "period"), scope)}) as e
+            group by symbol, tf
+        ),
+        ranges as (
+            select symbol, tf, {_EMA_RANGE}
+            from ({scope.rows.sql}) as r
+            group by symbol, tf
+        )
+        select
+            coalesce(c.symbol, r.symbol) as symbol,
+            coalesce(c.tf, r.tf) as tf,
+            c.ema_rows,
+            r.lowest_ema,
+            r.highest_ema
+        from counts as c
+        full join ranges as r on c.symbol = r.symbol and c.tf = r.tf
+    """
+
+
 def ema_coverage(emas: str, bars: str) -> Frame:
     """Per symbol and timeframe: EMA rows against bar rows times periods, and the EMAs' range.
 
     An EMA (bar-space, preview or time-space) is a weighted mean of daily closes, so it lies within
-    the symbol's lowest and highest close; the bounds get 1e-9 of relative slack for rounding. The
-    range is checked on the rows of the scope (an EMA row depends on the closes up to its day
-    only, and those are recomputed with it). `bars` is a bar family, or bars_1d (its timeframe is
-    '1d').
+    the symbol's lowest and highest close; the bounds get 1e-9 of relative slack for rounding.
+    `bars` is a bar family, or bars_1d (its timeframe is '1d').
     """
     daily = bars == DAILY_BARS
     bar_tf = "'1d'" if daily else "tf"
@@ -338,6 +378,9 @@ def ema_coverage(emas: str, bars: str) -> Frame:
 
     def frame(scope: Scope) -> Query:
         symbols = scope.symbols
+        params = symbols.params
+        if emas in scope.counted_by_state:
+            params = {**scope.rows.params, **params}
         return Query(
             f"""
             with bar_rows as (
@@ -346,18 +389,7 @@ def ema_coverage(emas: str, bars: str) -> Frame:
                 group by all
             ),
             ema_rows as (
-                select symbol, tf, cast(sum(row_count) as bigint) as ema_rows
-                from ({partition_rows(emas, ("symbol", "tf", "period"), scope)}) as e
-                group by symbol, tf
-            ),
-            ranges as (
-                select
-                    symbol,
-                    tf,
-                    least(min(ema), min(ema_bar), min(ema_v2)) as lowest_ema,
-                    greatest(max(ema), max(ema_bar), max(ema_v2)) as highest_ema
-                from ({scope.rows.sql}) as r
-                group by symbol, tf
+                {_ema_rows(emas, scope)}
             ),
             periods as (
                 select cast(count(distinct period) as bigint) as period_count
@@ -368,31 +400,22 @@ def ema_coverage(emas: str, bars: str) -> Frame:
                 from {DAILY_BARS}
                 where {symbols.where("symbol")}
                 group by symbol
-            ),
-            keys as (
-                select symbol, tf from bar_rows
-                union
-                select symbol, tf from ema_rows
-                union
-                select symbol, tf from ranges
             )
             select
-                k.symbol,
-                k.tf,
+                coalesce(b.symbol, e.symbol) as symbol,
+                coalesce(b.tf, e.tf) as tf,
                 coalesce(e.ema_rows, 0) as ema_rows,
                 coalesce(b.bar_rows, 0) * p.period_count as expected_ema_rows,
-                r.lowest_ema,
+                e.lowest_ema,
                 c.lowest_close * (1 - 1e-9) as close_floor,
-                r.highest_ema,
+                e.highest_ema,
                 c.highest_close * (1 + 1e-9) as close_ceiling
-            from keys as k
-            left join bar_rows as b on k.symbol = b.symbol and k.tf = b.tf
-            left join ema_rows as e on k.symbol = e.symbol and k.tf = e.tf
-            left join ranges as r on k.symbol = r.symbol and k.tf = r.tf
+            from bar_rows as b
+            full join ema_rows as e on b.symbol = e.symbol and b.tf = e.tf
             cross join periods as p
-            left join closes as c on c.symbol = k.symbol
+            left join closes as c on c.symbol = coalesce(b.symbol, e.symbol)
             """,
-            {**scope.rows.params, **symbols.params},
+            params,
         )
 
     return frame
