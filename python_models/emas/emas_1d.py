@@ -2,7 +2,8 @@
 
 Every daily row is a whole bar, so ema = ema_bar = ema_v2.
 
-One row per (symbol, tf, period, bar_date); the logic lives in quantwarehouse/ema.py.
+One row per (symbol, tf, period, bar_date); the logic lives in quantwarehouse/ema_models.py
+(what a run reads and writes) and quantwarehouse/ema.py (the computation).
 """
 
 from typing import Any

@@ -1,6 +1,7 @@
 """EMAs over the calendar bars on US weeks (bars_cal_us).
 
-One row per (symbol, tf, period, bar_date); the logic lives in quantwarehouse/ema.py.
+One row per (symbol, tf, period, bar_date); the logic lives in quantwarehouse/ema_models.py
+(what a run reads and writes) and quantwarehouse/ema.py (the computation).
 """
 
 from typing import Any
