@@ -257,6 +257,8 @@ def run_load(
         items, skipped = source.plan(store)
         stats.files_skipped = sum(1 for _, why in skipped if "checksum" in why)
         stats.symbols_skipped_fresh = sum(1 for _, why in skipped if "fresh" in why)
+        if progress:
+            progress(0, len(items), "planned")
         for done, part in enumerate(_bounded_parallel(items, source.read, workers), start=1):
             writer.add(part)
             if progress:

@@ -267,7 +267,7 @@ RAW_TABLES = {
 }
 
 
-FIRST_PART_WRITTEN = r"ingest synthetic: 1/"
+LOAD_PLANNED = r"ingest synthetic: 0/"
 
 
 def ingest_command(warehouse: Path) -> Command:
@@ -299,10 +299,12 @@ def test_killed_ingest_stores_what_an_uninterrupted_load_stores(tmp_path):
     loading = float(summary.group(1))
     command = ingest_command(crashed)
     attempts, inside_load = [], []
+    # The demo preset is one work item loaded in well under a second: two kills fall while it is
+    # generated and written (after the plan's progress line), one anywhere from the start.
     for point in (
         KillPoint(rng.uniform(0.2, 3.0)),
-        KillPoint(rng.uniform(0.0, 0.5), after=FIRST_PART_WRITTEN),
-        KillPoint(rng.uniform(0.0, loading), after=FIRST_PART_WRITTEN),
+        KillPoint(rng.uniform(0.0, loading / 2), after=LOAD_PLANNED),
+        KillPoint(rng.uniform(0.0, loading), after=LOAD_PLANNED),
     ):
         before = loads_in_progress(crashed)
         attempts.append(command.kill_at(point))

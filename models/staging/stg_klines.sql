@@ -1,33 +1,37 @@
 -- Latest revision of every kline, with OHLC repaired: a high (low) below (above) the open/close range
 -- is set to the range's max (min) and flagged. Nothing else is changed.
 --
--- Revisions of a key are numbered 1, 2, ... (the raw revision suite checks it), so only the few keys
--- stored above revision 1 need their latest revision looked up: a join to those keys, not a window
--- over every raw row, which lets a model reading a few symbols' recent klines read only those.
+-- A key is stored once, except when revised (or, a fault the raw gate reports, the same revision
+-- stored twice): only those few keys need a latest row picked (the highest revision, then the row
+-- stored last), by a join to them rather than a window over every raw kline, which lets a model
+-- reading a few symbols' recent klines read only those.
 with klines as (
-    select * from {{ source('raw', 'klines') }}
+    select
+        rowid as raw_row,
+        *
+    from {{ source('raw', 'klines') }}
 ),
 
-revised as (
+repeated as (
     select
         symbol,
         interval,
         open_time,
-        max(revision) as latest_revision
-    from {{ source('raw', 'klines') }}
-    where revision > 1
+        arg_max(raw_row, struct_pack(revision := revision, raw_row := raw_row)) as kept_row
+    from klines
     group by symbol, interval, open_time
+    having count(*) > 1
 ),
 
 latest as (
     select k.*
     from klines as k
-    left join revised as r
+    left join repeated as r
         on
             k.symbol = r.symbol
             and k.interval = r.interval
             and k.open_time = r.open_time
-    where r.latest_revision is null or k.revision = r.latest_revision
+    where r.kept_row is null or k.raw_row = r.kept_row
 ),
 
 final as (
