@@ -2,36 +2,48 @@
 -- is set to the range's max (min) and flagged. Nothing else is changed.
 --
 -- A key is stored once, except when revised (or, a fault the raw gate reports, the same revision
--- stored twice): only those few keys need a latest row picked (the highest revision, then the row
--- stored last), by a join to them rather than a window over every raw kline, which lets a model
--- reading a few symbols' recent klines read only those.
-with klines as (
-    select
-        rowid as raw_row,
-        *
-    from {{ source('raw', 'klines') }}
-),
-
-repeated as (
+-- stored twice): only those few keys need their latest row picked (the highest revision, then the
+-- latest batch and load), by a window over their rows alone rather than over every raw kline, which
+-- lets a model reading a few symbols' recent klines read only those.
+with repeated as (
     select
         symbol,
         interval,
-        open_time,
-        arg_max(raw_row, struct_pack(revision := revision, raw_row := raw_row)) as kept_row
-    from klines
+        open_time
+    from {{ source('raw', 'klines') }}
     group by symbol, interval, open_time
     having count(*) > 1
 ),
 
-latest as (
+stored_once as (
     select k.*
-    from klines as k
+    from {{ source('raw', 'klines') }} as k
     left join repeated as r
         on
             k.symbol = r.symbol
             and k.interval = r.interval
             and k.open_time = r.open_time
-    where r.kept_row is null or k.raw_row = r.kept_row
+    where r.symbol is null
+),
+
+latest_of_repeated as (
+    select k.*
+    from {{ source('raw', 'klines') }} as k
+    inner join repeated as r
+        on
+            k.symbol = r.symbol
+            and k.interval = r.interval
+            and k.open_time = r.open_time
+    qualify row_number() over (
+        partition by k.symbol, k.interval, k.open_time
+        order by k.revision desc nulls last, k.batch_id desc, k.loaded_at desc
+    ) = 1
+),
+
+latest as (
+    select * from stored_once
+    union all
+    select * from latest_of_repeated
 ),
 
 final as (
