@@ -53,6 +53,5 @@ def publish_features_matrix(
     )
     path = features_matrix_path(folder)
     copy_parquet_atomic(con, query, path, metadata)
-    columns = con.sql(f"select * from ({query}) limit 0").columns
-    rows = pq.ParquetFile(path).metadata.num_rows
-    return PublishedFile(path=path, rows=rows, columns=len(columns))
+    written = pq.ParquetFile(path).metadata
+    return PublishedFile(path=path, rows=written.num_rows, columns=written.num_columns)

@@ -329,14 +329,13 @@
     Where an incremental family run starts writing, per dirty symbol (needs the CTE `dirty`,
     dirty_symbols()): the row before the earliest touched day (that row's end-missing count may
     change when a later row closes its bar), or the touched day itself when it is the symbol's
-    first. emit_from / emit_from_seq: its date and day_seq; has_predecessor: whether it is the row
-    before (whose stored snapshot rows then seed the bars, carried_seeds()).
+    first. emit_from: its date; has_predecessor: whether it is the row before (whose stored
+    snapshot rows then seed the calendar bars, carried_seeds()).
 #}
 {% macro emit_points(sequenced) %}
     select
         s.symbol,
         coalesce(s.prev_bar_date, s.bar_date) as emit_from,
-        s.day_seq - case when s.prev_bar_date is null then 0 else 1 end as emit_from_seq,
         s.prev_bar_date is not null as has_predecessor
     from {{ sequenced }} as s
     inner join dirty on s.symbol = dirty.symbol and s.bar_date = dirty.dirty_from
