@@ -18,26 +18,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import duckdb
-import numpy as np
-from great_expectations.core import (
-    ExpectationSuiteValidationResult,
-    ExpectationValidationResult,
-)
-from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
+import pandas as pd
 
 from expectations.chunks import iter_frames
-from expectations.merge import merge_suite
 from expectations.report import gate_lines
 from expectations.scopes import ScopeResolver
 from expectations.suites import SuiteSpec, layer_suites
-from expectations.tables import Query, Scope, Slice, scoped_rows
-from expectations.workspace import SAMPLE_LIMIT, GateWorkspace
+from expectations.tables import Slice, scoped_rows
 from ingest.raw_store import TOXIC_FACTOR
 from quantwarehouse.paths import runs_dir
 from quantwarehouse.runs import validate_run_id
@@ -47,6 +40,10 @@ __all__ = ["GateResult", "GateSession", "GateSettings", "Slice", "run_directory"
 log = logging.getLogger(__name__)
 
 SuiteStatus = Literal["passed", "failed", "skipped"]
+SAMPLE_LIMIT = 20  # unexpected rows kept per expectation (GE's partial lists, the Data Docs table)
+WHOLE_TABLES = "whole tables"  # the scope of a gate without a slice
+# The frames a suite validates, read anew on each call (a failing suite is validated twice).
+Frames = Callable[[], Iterable[pd.DataFrame]]
 
 
 @dataclass(frozen=True)
@@ -132,6 +129,11 @@ class GateResult:
         return gate_lines(self)
 
 
+def data_docs_index(run_dir: Path) -> Path:
+    """The Data Docs site of a run's gates."""
+    return run_dir / "data_docs" / "index.html"
+
+
 def run_directory(run_id: str) -> Path:
     """`data/runs/<run_id>/`: where a run keeps its artifacts (the gates' report included)."""
     return runs_dir() / validate_run_id(run_id)
@@ -152,25 +154,37 @@ def run_gate(
     return result
 
 
-class GateSession:
-    """Gates validated into one run directory through one GE context, whose Data Docs are
-    rendered once for all of them (`build_docs`): GE takes a tenth of a second to open a context
-    and most of a second to render a site, however few results it renders."""
+class Validator(Protocol):
+    """Validates a suite's frames and keeps the results for Data Docs: in the gate's process
+    (`expectations.validation.SuiteValidation`) or in a worker (`expectations.worker`)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def validate(
+        self, spec: SuiteSpec, frames: Frames, scope: str, settings: GateSettings
+    ) -> SuiteOutcome: ...
+
+    def build_docs(self) -> None: ...
+
+
+class GateSession:
+    """Gates validated into one run directory by one validator (one GE context), whose Data
+    Docs are rendered once for all of them (`build_docs`). Without a `validator`, Great
+    Expectations is imported in this process when the first suite is validated."""
+
+    def __init__(self, run_dir: Path, validator: Validator | None = None) -> None:
         self.run_dir = run_dir
-        self._workspace: GateWorkspace | None = None
-        self._stored: list[ValidationResultIdentifier] = []
+        self._validator = validator
 
     @property
-    def workspace(self) -> GateWorkspace:
-        if self._workspace is None:  # not before a gate runs: a refused slice writes nothing
-            self._workspace = GateWorkspace(self.run_dir)
-        return self._workspace
+    def validator(self) -> Validator:
+        if self._validator is None:
+            from expectations.validation import SuiteValidation
+
+            self._validator = SuiteValidation(self.run_dir)
+        return self._validator
 
     @property
     def data_docs(self) -> Path:
-        return GateWorkspace.docs_index_of(self.run_dir)
+        return data_docs_index(self.run_dir)
 
     def run(
         self,
@@ -197,9 +211,8 @@ class GateSession:
 
     def build_docs(self) -> Path:
         """Render the results validated since the last call, and the index of the run."""
-        if self._stored:
-            self.workspace.build_docs(self._stored)
-            self._stored = []
+        if self._validator is not None:
+            self._validator.build_docs()
         return self.data_docs
 
     def _suite(
@@ -217,17 +230,17 @@ class GateSession:
             return SuiteOutcome(spec.name, spec.table.relation, "skipped", reason=reason)
         try:
             scope = scopes.scope(spec.table, spec.relations)
-            outcome, result = _validate_suite(
-                con, spec, self.workspace, scope, scopes.slice, settings
-            )
+            query = scope.rows if spec.frame is None else spec.frame(scope)
+
+            def frames() -> Iterable[pd.DataFrame]:
+                return iter_frames(con, query, spec.keys, settings.chunk_rows)
+
+            label = WHOLE_TABLES if scopes.slice is None else scopes.slice.describe()
+            return self.validator.validate(spec, frames, label, settings)
         except duckdb.Error as exc:
             reason = f"could not read the rows to validate: {' '.join(str(exc).split())}"
             log.error("  %s failed: %s", spec.name, reason)
             return SuiteOutcome(spec.name, spec.table.relation, "failed", reason=reason)
-        batch = "whole_tables" if scopes.slice is None else "slice"
-        self._stored.append(self.workspace.store(result, run_name=self.run_dir.name, batch=batch))
-        log.debug("  %s: %s (%d rows)", spec.name, outcome.status, outcome.rows)
-        return outcome
 
 
 def existing_relations(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -236,123 +249,3 @@ def existing_relations(con: duckdb.DuckDBPyConnection) -> set[str]:
         "where table_catalog = current_database()"
     ).fetchall()
     return {name for (name,) in rows}
-
-
-def _validate_frames(
-    con: duckdb.DuckDBPyConnection,
-    spec: SuiteSpec,
-    workspace: GateWorkspace,
-    query: Query,
-    settings: GateSettings,
-    *,
-    detailed: bool,
-) -> tuple[ExpectationSuiteValidationResult, int, int]:
-    """The suite's result over every chunk of `query`, with the rows and chunks read."""
-    suite = workspace.suite(spec)
-    merged: ExpectationSuiteValidationResult | None = None
-    rows = chunks = 0
-    for frame in iter_frames(con, query, spec.keys, settings.chunk_rows):
-        part = workspace.validate(
-            suite,
-            frame,
-            index_columns=spec.keys,
-            parameters=settings.parameters(),
-            detailed=detailed,
-        )
-        merged = merge_suite(merged, part, limit=SAMPLE_LIMIT)
-        rows += len(frame)
-        chunks += 1
-    assert merged is not None  # iter_frames yields at least one frame
-    return merged, rows, chunks
-
-
-def _validate_suite(
-    con: duckdb.DuckDBPyConnection,
-    spec: SuiteSpec,
-    workspace: GateWorkspace,
-    scope: Scope,
-    slice_: Slice | None,
-    settings: GateSettings,
-) -> tuple[SuiteOutcome, ExpectationSuiteValidationResult]:
-    """Validate whether each expectation holds; a suite that fails again, with the counts and the
-    failing rows' keys (GE takes three times as long to collect those, and a passing suite has
-    none to show)."""
-    query = scope.rows if spec.frame is None else spec.frame(scope)
-    merged, rows, chunks = _validate_frames(con, spec, workspace, query, settings, detailed=False)
-    if not merged.success:
-        merged, rows, chunks = _validate_frames(
-            con, spec, workspace, query, settings, detailed=True
-        )
-    scope_label = "whole tables" if slice_ is None else slice_.describe()
-    merged.meta.update(
-        {"relation": spec.table.relation, "rows": rows, "chunks": chunks, "scope": scope_label}
-    )
-    failures = tuple(
-        _failure(spec, result, settings) for result in merged.results if not result.success
-    )
-    outcome = SuiteOutcome(
-        spec.name,
-        spec.table.relation,
-        "passed" if merged.success else "failed",
-        evaluated=len(merged.results),
-        rows=rows,
-        chunks=chunks,
-        failures=failures,
-    )
-    return outcome, merged
-
-
-def _failure(
-    spec: SuiteSpec, result: ExpectationValidationResult, settings: GateSettings
-) -> FailedExpectation:
-    config = result.expectation_config
-    details = result.result or {}
-    samples = details.get("partial_unexpected_index_list") or []
-    return FailedExpectation(
-        suite=spec.name,
-        check=_with_parameters((config.meta or {}).get("check", config.type), settings),
-        expectation_type=config.type,
-        unexpected_count=details.get("unexpected_count"),
-        element_count=details.get("element_count"),
-        sample_rows=tuple(
-            _plain_row(row, spec.keys)
-            for row in samples[: settings.sample_rows]
-            if isinstance(row, dict)
-        ),
-        detail=_detail(result),
-    )
-
-
-def _with_parameters(check: str, settings: GateSettings) -> str:
-    """A check's name with its thresholds' values: `days_behind in [0, $max_days_behind]`."""
-    for name, value in settings.parameters().items():
-        check = check.replace(f"${name}", str(value))
-    return check
-
-
-def _detail(result: ExpectationValidationResult) -> str | None:
-    """Why a non row-wise expectation failed: GE's exception, or the columns it missed."""
-    info = result.exception_info or {}
-    if info.get("raised_exception"):
-        return str(info.get("exception_message"))
-    mismatched = (result.result or {}).get("details", {}).get("mismatched")
-    if mismatched:
-        return "; ".join(f"{kind} columns: {', '.join(cols)}" for kind, cols in mismatched.items())
-    return None
-
-
-def _plain(value: object) -> object:
-    """numpy / pandas scalars as plain Python values, NaN as None (for printing and JSON)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, datetime | date | str | int | float | bool) or value is None:
-        return value
-    return str(value)
-
-
-def _plain_row(row: dict[str, object], keys: tuple[str, ...]) -> dict[str, object]:
-    """The row's keys first, then the values the expectation looked at."""
-    ordered = [k for k in keys if k in row] + [k for k in row if k not in keys]
-    return {str(k): _plain(row[k]) for k in ordered}

@@ -596,3 +596,12 @@ def layer_suites(layer: str) -> tuple[SuiteSpec, ...]:
     if layer not in LAYERS:
         raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(LAYER_ORDER)}")
     return LAYERS[layer]
+
+
+def suite_named(name: str) -> SuiteSpec:
+    """The suite called `name`, whatever its layer."""
+    for specs in LAYERS.values():
+        for spec in specs:
+            if spec.name == name:
+                return spec
+    raise ValueError(f"unknown suite {name!r}")

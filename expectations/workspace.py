@@ -27,13 +27,13 @@ from great_expectations.data_context.types.resource_identifiers import (
 )
 from great_expectations.render.renderer.site_builder import SiteBuilder
 
+from expectations.gates import SAMPLE_LIMIT, data_docs_index
 from expectations.suites import Check, SuiteSpec
 
 DOCS_SITE = "local_site"
 DATASOURCE = "warehouse"
 ASSET = "frames"
 BATCH_DEFINITION = "chunk"
-SAMPLE_LIMIT = 20  # unexpected rows kept per expectation (GE's partial lists, the Data Docs table)
 
 
 def build_expectation(check: Check) -> gx.expectations.Expectation:
@@ -87,15 +87,11 @@ class GateWorkspace:
 
     @property
     def docs_dir(self) -> Path:
-        return self.run_dir / "data_docs"
+        return data_docs_index(self.run_dir).parent
 
     @property
     def docs_index(self) -> Path:
-        return self.docs_index_of(self.run_dir)
-
-    @staticmethod
-    def docs_index_of(run_dir: Path) -> Path:
-        return run_dir / "data_docs" / "index.html"
+        return data_docs_index(self.run_dir)
 
     def suite(self, spec: SuiteSpec) -> gx.ExpectationSuite:
         """The spec's suite, saved in the context the first time the workspace validates it."""

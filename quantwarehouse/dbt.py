@@ -232,7 +232,12 @@ def run_dbt(
 
     warehouse = warehouse_path()
     full = dbt_args(
-        args, variables=variables, echo=echo, target_path=target_path, log_path=log_path
+        args,
+        variables=variables,
+        echo=echo,
+        target_path=target_path,
+        log_path=log_path,
+        write_json=write_json,
     )
 
     def forward(event: Any) -> None:

@@ -42,6 +42,18 @@ def test_models_report_status_rows_and_time(warehouse, dbt_workdir, dbt_manifest
     assert again.invocation_id != first.invocation_id
 
 
+def test_json_artifacts_are_written_only_when_asked(warehouse, dbt_workdir, dbt_manifest, tmp_path):
+    load_batch(warehouse, random_walk("AAAUSDT", date(2024, 1, 1), 3))
+    quiet, default = tmp_path / "quiet", tmp_path / "default"
+    run_dbt(["run", "--select", "stg_klines"], manifest=dbt_manifest, target_path=quiet,
+            write_json=False)  # fmt: skip
+    assert not (quiet / "manifest.json").exists()
+    assert not (quiet / "run_results.json").exists()
+    run_dbt(["run", "--select", "stg_klines"], manifest=dbt_manifest, target_path=default)
+    assert (default / "manifest.json").exists()
+    assert (default / "run_results.json").exists()
+
+
 def test_warehouse_comes_from_paths_and_env_is_restored(
     data_dir, warehouse, dbt_workdir, dbt_manifest
 ):

@@ -20,9 +20,17 @@ import pytest
 
 from expectations import frames
 from expectations.chunks import iter_frames
-from expectations.gates import FailedExpectation, GateResult, GateSettings, Slice, run_gate
+from expectations.gates import (
+    FailedExpectation,
+    GateResult,
+    GateSession,
+    GateSettings,
+    Slice,
+    run_gate,
+)
 from expectations.suites import LAYER_ORDER, LAYERS
 from expectations.tables import Query, Scope, Symbols, Table, scoped_rows
+from expectations.worker import GateWorker, GateWorkerError
 from expectations.workspace import build_suite
 from quantwarehouse.dbt import DbtRunError, run_dbt
 from tests.conftest import run_cli
@@ -477,6 +485,35 @@ def test_a_gate_in_small_chunks_finds_the_same_rows(broken):
     assert {f.name: f.unexpected_count for f in result.failures} == {
         f.name: f.unexpected_count for f in whole.failures
     }
+
+
+def test_a_worker_process_finds_what_the_gate_process_finds(broken):
+    space = broken.space
+    run_dir = space.data_dir / "runs" / "worker"
+    worker = GateWorker(run_dir)
+    try:
+        session = GateSession(run_dir, validator=worker)
+        with space.connect() as con:
+            results = {layer: session.run(con, layer) for layer in LAYER_ORDER}
+        session.build_docs()
+    finally:
+        worker.close()
+    for layer, result in results.items():
+        in_process = broken.results[layer]
+        assert result.suites == in_process.suites, layer
+        assert not result.passed or in_process.passed
+    assert any(not r.passed for r in results.values())
+    report = (run_dir / "data_docs" / "index.html").read_text()
+    assert "bars.bars_1d" in report
+
+
+def test_a_stopped_worker_fails_the_gate_naming_its_log(clean, tmp_path):
+    worker = GateWorker(tmp_path / "run")
+    worker._process.kill()
+    session = GateSession(tmp_path / "run", validator=worker)
+    with clean.connect() as con, pytest.raises(GateWorkerError, match=r"stopped.*gate_worker.log"):
+        session.run(con, "returns")
+    worker.close()  # nothing left to wait for: it closes quietly
 
 
 def test_a_slice_by_symbols_validates_only_those_symbols(broken):

@@ -3,8 +3,12 @@ symbols a step skips (and for which reason), and how several dbt invocations add
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+import duckdb
 
 from quantwarehouse.dbt import DbtResult, NodeResult
 from quantwarehouse.refresh.config import load_refresh_config
@@ -102,3 +106,26 @@ def test_short_texts_for_summary_lines():
     assert shown([f"S{i:02d}" for i in range(10)], limit=3) == "S00, S01, S02 and 7 more"
     assert clipped("x" * 10, limit=8) == "xxxxx..."
     assert clipped("short") == "short"
+
+
+def test_a_run_holds_the_warehouse_open_and_checkpoints_it_once_at_the_end(tmp_path):
+    ctx = context({})
+    ctx.warehouse = tmp_path / "warehouse.duckdb"
+    wal = tmp_path / "warehouse.duckdb.wal"
+    with ctx.holding_warehouse():
+        # dbt, the loader and the steps connect as usual: DuckDB hands them the held database.
+        with duckdb.connect(str(ctx.warehouse)) as con:
+            con.execute("create table t as select 1 as a")
+        assert wal.exists(), "closing a connection of the held database checkpoints nothing"
+        with ctx.reader() as con:
+            assert con.execute("select a from t").fetchall() == [(1,)]
+    assert not wal.exists()
+    with ctx.reader() as con:  # after the run: a read-only connection of its own
+        assert con.execute("select a from t").fetchall() == [(1,)]
+
+
+def test_the_refresh_process_does_not_import_great_expectations():
+    # Its import takes seconds of the run's interpreter: the gates' worker process pays it.
+    probe = "import sys, quantwarehouse.refresh.runner; print('great_expectations' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert (found.returncode, found.stdout.strip()) == (0, "False"), found.stderr

@@ -9,8 +9,9 @@ whose inputs are stale is skipped by the step that found them stale (`RunContext
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,10 +19,12 @@ from typing import Any
 
 import duckdb
 
+from expectations.worker import GateWorker, GateWorkerError
 from quantwarehouse.dbt import NodeResult
 from quantwarehouse.refresh.config import RefreshConfig
 from quantwarehouse.refresh.filters import EmaFilter
 from quantwarehouse.refresh.state import ModelGraph
+from quantwarehouse.warehouse import connect
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +85,12 @@ class ProjectLoad:
     """dbt's parsed project, loaded in a background thread from the start of the run.
 
     Importing dbt and reading its parsed project take seconds that the first step (the ingest)
-    does not need: they overlap with it. `after` runs in the same thread once the project is
-    parsed (e.g. importing Great Expectations for the quality gates)."""
+    does not need: they overlap with it."""
 
-    def __init__(self, parse: Callable[[], Any], after: Callable[[], None] | None = None) -> None:
+    def __init__(self, parse: Callable[[], Any]) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbt-project")
-        self._future: Future[Any] = self._executor.submit(self._load, parse, after)
+        self._future: Future[Any] = self._executor.submit(parse)
         self._executor.shutdown(wait=False)
-
-    @staticmethod
-    def _load(parse: Callable[[], Any], after: Callable[[], None] | None) -> Any:
-        manifest = parse()
-        if after is not None:
-            try:
-                after()
-            except Exception:  # a head start only: the step needing it meets the same error
-                log.debug("background preparation failed", exc_info=True)
-        return manifest
 
     def manifest(self) -> Any:
         """The parsed project (waits for it); raises what parsing raised."""
@@ -122,6 +114,10 @@ class RunContext:
     # bars_1d's newest load batch before the run: rows of later batches are what this run brings
     batch_before: int = 0
     memo: dict[object, Any] = field(default_factory=dict)  # e.g. each dbt step's node list
+    # The run's own connection while it holds the warehouse open (see `holding_warehouse`).
+    held: duckdb.DuckDBPyConnection | None = None
+    # Great Expectations' process for the run's gates (started with the run when it validates).
+    gate_worker: GateWorker | None = None
 
     @property
     def dbt_manifest(self) -> Any:
@@ -165,5 +161,32 @@ class RunContext:
                 return f"it needs step '{name}', which {report.status}"
         return None
 
-    def read_only(self) -> duckdb.DuckDBPyConnection:
+    @contextmanager
+    def holding_warehouse(self) -> Iterator[None]:
+        """Keep the warehouse open while the steps run. DuckDB shares one database per file in a
+        process: dbt, the loader, the gates and the steps' own reads then use this instance
+        instead of opening the file (reading its catalog) and checkpointing it on each close, a
+        hundred times a run. The writer lock keeps other writers out meanwhile."""
+        self.held = connect(self.warehouse)
+        try:
+            yield
+        finally:
+            held, self.held = self.held, None
+            held.close()
+
+    def stop_gate_worker(self) -> None:
+        """Wait for the Data Docs still rendering, then stop the gates' worker."""
+        worker, self.gate_worker = self.gate_worker, None
+        if worker is None:
+            return
+        try:
+            worker.close()
+        except GateWorkerError as exc:  # the verdicts are in; only the report may be incomplete
+            log.error("the quality gates' worker: %s", exc)
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A connection for the steps' reads: a cursor on the held warehouse during the run,
+        else (a dry run, before the run holds it) a read-only connection."""
+        if self.held is not None:
+            return self.held.cursor()
         return duckdb.connect(str(self.warehouse), read_only=True)

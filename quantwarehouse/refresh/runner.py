@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from expectations.worker import GateWorker
 from quantwarehouse.alerts import (
     TELEGRAM_CHAT_ENV,
     TELEGRAM_TOKEN_ENV,
@@ -170,13 +171,9 @@ def _bars_watermark(con: duckdb.DuckDBPyConnection) -> int:
     )
 
 
-def _import_gates() -> None:
-    import expectations.gates  # noqa: F401  (seconds of imports, done ahead in the background)
-
-
 def new_context(options: RefreshOptions, run_id: str) -> RunContext:
     """Read what the run starts from: the warehouse's watermarks, and the parsed dbt project
-    (in the background: see `ProjectLoad`)."""
+    (in the background: see `ProjectLoad`); start the gates' worker (`expectations.worker`)."""
     warehouse = warehouse_path()
     log.debug("parsing the dbt project")
     ctx = RunContext(
@@ -184,14 +181,13 @@ def new_context(options: RefreshOptions, run_id: str) -> RunContext:
         run_id=run_id,
         run_dir=runs_dir() / run_id,
         warehouse=warehouse,
-        project=ProjectLoad(
-            lambda: parse_project(write_json=False),
-            after=_import_gates if options.validate and not options.dry_run else None,
-        ),
+        project=ProjectLoad(lambda: parse_project(write_json=False)),
     )
     if warehouse.exists():
-        with ctx.read_only() as con:
+        with ctx.reader() as con:
             ctx.batch_before = _bars_watermark(con)
+    if options.validate and not options.dry_run:
+        ctx.gate_worker = GateWorker(ctx.run_dir)
     return ctx
 
 
@@ -334,7 +330,7 @@ def print_plan(ctx: RunContext, steps: Sequence[Step], not_requested: Sequence[s
             log.info("--%s", flag.replace("_", "-"))
     con = None
     if ctx.warehouse.exists():
-        con = ctx.read_only()
+        con = ctx.reader()
     else:
         log.warning("no warehouse at %s yet: it is created by the ingest", ctx.warehouse)
     try:
@@ -372,7 +368,11 @@ def start(options: RefreshOptions, run_id: str, steps: Sequence[Step]) -> RunCon
     ctx = new_context(options, run_id)
     ctx.needs = {step.name: step.needs for step in steps}
     if not steps or not isinstance(steps[0], IngestStep) or options.dry_run:
-        ctx.dbt_manifest  # noqa: B018  (raises DbtRunError when the project does not parse)
+        try:
+            ctx.project.manifest()  # raises DbtRunError when the project does not parse
+        except DbtRunError:
+            ctx.stop_gate_worker()
+            raise
     return ctx
 
 
@@ -406,10 +406,13 @@ def run_refresh(options: RefreshOptions, arguments: list[str]) -> int:
         record.plan(step.name for step in steps)
         started = time.perf_counter()
         try:
-            run_steps(ctx, steps, record)
+            with ctx.holding_warehouse():
+                run_steps(ctx, steps, record)
         except DbtRunError as exc:  # the project, parsed during the ingest, does not parse
             record.close(FAILED, str(exc))
             return abort(run_id, str(exc))
+        finally:
+            ctx.stop_gate_worker()
         reason = _failure_reason(list(ctx.reports.values()))
         record.close(FAILED if reason else SUCCESS, reason)
     lines = summary_lines(ctx, total=time.perf_counter() - started, not_requested=not_requested)

@@ -21,10 +21,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import duckdb
 
+from expectations.gates import SAMPLE_LIMIT, GateSession, GateSettings, Slice
+from expectations.suites import layer_suites
 from ingest.loader import run_load
 from ingest.raw_store import RawStore
 from quantwarehouse.dbt import DbtResult, DbtRunError, NodeResult, list_nodes, one_line, run_dbt
@@ -54,9 +56,6 @@ from quantwarehouse.refresh.state import (
     state_fingerprint,
 )
 from quantwarehouse.warehouse import connect
-
-if TYPE_CHECKING:  # Great Expectations takes seconds to import: only when a gate runs
-    from expectations.gates import GateSession
 
 log = logging.getLogger("quantwarehouse.commands.daily_refresh")
 
@@ -138,7 +137,7 @@ class IngestStep:
         config = ctx.options.config
         source = config.build_source()
         if ctx.options.resume and ctx.warehouse.exists():
-            with ctx.read_only() as con:
+            with ctx.reader() as con:
                 batch = load_batches_like(con, source.name, source.parameters())
             if batch is not None:
                 return StepReport(
@@ -330,7 +329,7 @@ class DbtStep:
         if ctx.options.full_refresh:
             return None  # a rebuild is asked for: never skipped
         models = self.incremental(ctx)
-        with ctx.read_only() as con:
+        with ctx.reader() as con:
             data = state_fingerprint(con, [*models, *ctx.graph.ancestors(m.name for m in models)])
             raw = newest_load_batch(con)
         non_incremental = [
@@ -432,7 +431,7 @@ class DbtStep:
         models = self.incremental(ctx)
         if ctx.options.rebuilds_everything or not ctx.warehouse.exists():
             return [m.name for m in models]
-        with ctx.read_only() as con:
+        with ctx.reader() as con:
             return [m.name for m in models if not relation_exists(con, m.relation)]
 
     def _excluded_note(self, ctx: RunContext) -> str:
@@ -461,14 +460,14 @@ class DbtStep:
         models = self.incremental(ctx)
         if not models or not ctx.warehouse.exists():
             return None
-        with ctx.read_only() as con:
+        with ctx.reader() as con:
             found = {s for m in models for s in pending_symbols(con, m, only=ctx.options.symbols)}
         return found - set(ctx.excluded_for(self.name))
 
     def _check_inputs(self, ctx: RunContext) -> StepReport | None:
         """Skip the symbols whose inputs are stale; fail when an input was never built."""
         ancestors = ctx.graph.ancestors(self.model_names(ctx))
-        with ctx.read_only() as con:
+        with ctx.reader() as con:
             missing = [a.name for a in ancestors if not relation_exists(con, a.state)]
             if missing:
                 return StepReport(
@@ -552,7 +551,7 @@ class DbtStep:
         )
 
     def _failed_model_pending(self, ctx: RunContext, models: Sequence[str]) -> set[str]:
-        with ctx.read_only() as con:
+        with ctx.reader() as con:
             return {
                 s
                 for m in ctx.graph.incremental(models)
@@ -687,8 +686,6 @@ class GateStep:
     needs: tuple[str, ...] = ()
 
     def plan(self, ctx: RunContext, con: duckdb.DuckDBPyConnection | None) -> list[str]:
-        from expectations.suites import layer_suites
-
         lines = []
         for layer in self.layers:
             suites = layer_suites(layer)
@@ -700,23 +697,19 @@ class GateStep:
         return lines
 
     def fingerprint(self, ctx: RunContext) -> list[object] | None:
-        from expectations.suites import layer_suites
-
         relations = {
             r.split(".")[1]
             for layer in self.layers
             for s in layer_suites(layer)
             for r in s.relations
         }
-        with ctx.read_only() as con:
+        with ctx.reader() as con:
             data = state_fingerprint(con, ctx.graph.incremental(sorted(relations)))
             raw = newest_load_batch(con)
         code = hash_files(_code_files(REPO_ROOT / "expectations"), REPO_ROOT)
         return [list(self.layers), code, data, raw, ctx.options.config.gates.__dict__]
 
     def _slices(self, ctx: RunContext, layer: str) -> list[Any]:
-        from expectations.gates import Slice
-
         report = ctx.reports.get(self.after)
         symbols = ctx.options.symbols
         if layer in ("raw", "staging"):
@@ -728,16 +721,11 @@ class GateStep:
     @staticmethod
     def _session(ctx: RunContext) -> GateSession:
         """The run's gate session: one GE context for every gate step of the run."""
-        from expectations.gates import GateSession
-
         if "gate session" not in ctx.memo:
-            ctx.memo["gate session"] = GateSession(ctx.run_dir)
+            ctx.memo["gate session"] = GateSession(ctx.run_dir, validator=ctx.gate_worker)
         return ctx.memo["gate session"]
 
     def run(self, ctx: RunContext) -> StepReport:
-        from expectations.gates import GateSettings
-        from expectations.workspace import SAMPLE_LIMIT
-
         started = time.perf_counter()
         if not _changed_anything(ctx.reports.get(self.after)):
             return StepReport(self.name, SKIPPED, reason=f"'{self.after}' changed nothing")
@@ -749,7 +737,7 @@ class GateStep:
         )
         session = self._session(ctx)
         results = []
-        with ctx.read_only() as con:
+        with ctx.reader() as con:
             for layer in self.layers:
                 for slice_ in self._slices(ctx, layer):
                     log.info("  gate %s on %s", layer, slice_.describe())
@@ -812,14 +800,14 @@ class PublishStep:
     def fingerprint(self, ctx: RunContext) -> list[object] | None:
         path = self.target()
         stat = path.stat() if path.exists() else None
-        with ctx.read_only() as con:
+        with ctx.reader() as con:
             data = state_fingerprint(con, ctx.graph.incremental([self.model]))
         written = [stat.st_size, stat.st_mtime_ns] if stat else None
         return [str(path), data, written]
 
     def run(self, ctx: RunContext) -> StepReport:
         started = time.perf_counter()
-        with ctx.read_only() as con:
+        with ctx.reader() as con:
             published = self.publish(con)
         line = f"wrote {published.path}: {published.rows} rows x {published.columns} columns"
         log.info("  %s", line)

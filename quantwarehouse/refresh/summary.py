@@ -202,7 +202,7 @@ def summary_lines(
     for report in reports:
         lines += step_lines(report)
     if ctx.warehouse.exists():
-        with ctx.read_only() as con:
+        with ctx.reader() as con:
             if relation_exists(con, "raw.load_batches"):
                 lines += quality_lines(con, reports, ctx.batch_before)
             lines += filter_lines(con, ctx)

@@ -1,0 +1,154 @@
+"""Great Expectations in a worker process, for the gates of a `daily-refresh`.
+
+Importing Great Expectations takes 4 to 6 seconds of one core. A refresh starts `GateWorker` with
+the run: the import then happens in another process, on the other core, while the run loads its
+data and parses the dbt project, instead of taking turns with them for the interpreter; and each
+gate's Data Docs render there while the next build runs. The gate reads its frames in the run's
+process (the one process that may open the warehouse while the run writes it) and sends them;
+the worker validates them into the run's GE context (`expectations.validation`) and answers with
+the suite's outcome. A worker that stopped (crashed, or could not import) fails the gate asking it,
+naming its log.
+
+Protocol (pickles over the worker's stdin and a private copy of its stdout, answered in order):
+("validate", suite name, frames, scope, settings) -> ("outcome", SuiteOutcome);
+("docs",) -> ("docs", None or the error); any request can be answered ("error", text).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+from expectations.gates import Frames, GateSettings, SuiteOutcome
+from expectations.suites import SuiteSpec, suite_named
+from quantwarehouse.paths import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+WORKER_LOG = "gate_worker.log"
+
+
+class GateWorkerError(RuntimeError):
+    """The worker failed a request or stopped."""
+
+
+class GateWorker:
+    """A `expectations.gates.Validator` in a worker process; `close()` when the run ends."""
+
+    def __init__(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = run_dir / WORKER_LOG
+        with self.log_path.open("ab") as worker_log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "expectations.worker", str(run_dir)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=worker_log,
+                cwd=REPO_ROOT,
+            )
+        self._docs_pending = 0
+
+    def validate(
+        self, spec: SuiteSpec, frames: Frames, scope: str, settings: GateSettings
+    ) -> SuiteOutcome:
+        self._send(("validate", spec.name, list(frames()), scope, settings))
+        kind, payload = self._next()
+        while kind == "docs":  # asked for before this suite, rendered meanwhile
+            kind, payload = self._next()
+        return payload
+
+    def build_docs(self) -> None:
+        """Ask for the Data Docs of the results so far; the run goes on while they render."""
+        self._send(("docs",))
+        self._docs_pending += 1
+
+    def close(self) -> None:
+        """Wait for the Data Docs asked for, then stop the worker."""
+        try:
+            while self._docs_pending:
+                self._next()
+        finally:
+            if self._process.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):  # it stopped already
+                    self._process.stdin.close()
+            self._process.wait()
+
+    def _send(self, request: tuple[Any, ...]) -> None:
+        assert self._process.stdin is not None
+        try:
+            pickle.dump(request, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._process.stdin.flush()
+        except BrokenPipeError as exc:
+            raise self._stopped() from exc
+
+    def _next(self) -> tuple[str, Any]:
+        """The next answer; a Data Docs one is logged when it carries an error."""
+        assert self._process.stdout is not None
+        try:
+            kind, payload = pickle.load(self._process.stdout)
+        except EOFError as exc:
+            raise self._stopped() from exc
+        if kind == "error":
+            raise GateWorkerError(f"the gate worker failed: {payload} (log: {self.log_path})")
+        if kind == "docs":
+            self._docs_pending -= 1
+            if payload is not None:
+                log.error("  data docs not rendered: %s (log: %s)", payload, self.log_path)
+        return kind, payload
+
+    def _stopped(self) -> GateWorkerError:
+        code = self._process.poll()
+        return GateWorkerError(f"the gate worker stopped (exit status {code}); see {self.log_path}")
+
+
+def _answer_request(validation: Any, request: tuple[Any, ...]) -> tuple[str, Any]:
+    if request[0] == "validate":
+        _, name, frames, scope, settings = request
+        return "outcome", validation.validate(suite_named(name), lambda: frames, scope, settings)
+    if request[0] == "docs":
+        try:
+            validation.build_docs()
+        except Exception as exc:  # the docs are a report: the gates' verdicts stand without them
+            log.exception("data docs")
+            return "docs", f"{type(exc).__name__}: {exc}"
+        return "docs", None
+    raise ValueError(f"unknown request {request[0]!r}")
+
+
+def serve(run_dir: Path, requests: IO[bytes], answers: IO[bytes]) -> None:
+    """Answer requests until the run closes the worker's stdin."""
+    from expectations.validation import SuiteValidation  # the seconds-long import, done first
+
+    validation = SuiteValidation(run_dir)
+    while True:
+        try:
+            request = pickle.load(requests)
+        except EOFError:
+            return
+        try:
+            answer = _answer_request(validation, request)
+        except Exception as exc:
+            log.exception("request %s", request[0])
+            answer = ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
+        answers.flush()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # a line per config write
+    # Answers go to a private copy of stdout; whatever a library prints goes to the log instead.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(Path(sys.argv[1]), sys.stdin.buffer, answers)
+
+
+if __name__ == "__main__":
+    main()
