@@ -26,7 +26,8 @@ import duckdb
 
 from quantwarehouse.refresh.filters import project_vars
 
-RAW_KLINES = "raw.klines"
+RAW_SCHEMA = "raw"  # the loader's tables, not dbt's
+RAW_KLINES = f"{RAW_SCHEMA}.klines"
 STATE_SCHEMA = "state"
 
 

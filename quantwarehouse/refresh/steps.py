@@ -45,6 +45,7 @@ from quantwarehouse.refresh.context import (
 )
 from quantwarehouse.refresh.filters import selected_models
 from quantwarehouse.refresh.state import (
+    RAW_SCHEMA,
     Model,
     count_symbol_rows,
     delete_symbols,
@@ -697,14 +698,17 @@ class GateStep:
         return lines
 
     def fingerprint(self, ctx: RunContext) -> list[object] | None:
-        relations = {
-            r.split(".")[1]
+        models = {
+            name
             for layer in self.layers
             for s in layer_suites(layer)
-            for r in s.relations
+            for schema, name in (r.split(".") for r in s.relations)
+            if schema != RAW_SCHEMA
         }
+        # Only dbt's relations need the parsed project: the raw gate runs while it is parsing.
+        incremental = ctx.graph.incremental(sorted(models)) if models else []
         with ctx.reader() as con:
-            data = state_fingerprint(con, ctx.graph.incremental(sorted(relations)))
+            data = state_fingerprint(con, incremental)
             raw = newest_load_batch(con)
         code = hash_files(_code_files(REPO_ROOT / "expectations"), REPO_ROOT)
         return [list(self.layers), code, data, raw, ctx.options.config.gates.__dict__]
