@@ -33,6 +33,7 @@ from quantwarehouse.paths import REPO_ROOT
 log = logging.getLogger(__name__)
 
 WORKER_LOG = "gate_worker.log"
+STOP_WAIT_SECONDS = 5
 
 
 class GateWorkerError(RuntimeError):
@@ -104,7 +105,10 @@ class GateWorker:
         return kind, payload
 
     def _stopped(self) -> GateWorkerError:
-        code = self._process.poll()
+        try:  # its pipes closed: it is exiting, if not gone already
+            code: int | None = self._process.wait(timeout=STOP_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            code = None
         return GateWorkerError(f"the gate worker stopped (exit status {code}); see {self.log_path}")
 
 

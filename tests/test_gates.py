@@ -501,7 +501,6 @@ def test_a_worker_process_finds_what_the_gate_process_finds(broken):
     for layer, result in results.items():
         in_process = broken.results[layer]
         assert result.suites == in_process.suites, layer
-        assert not result.passed or in_process.passed
     assert any(not r.passed for r in results.values())
     report = (run_dir / "data_docs" / "index.html").read_text()
     assert "bars.bars_1d" in report

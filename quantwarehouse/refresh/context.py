@@ -165,8 +165,8 @@ class RunContext:
     def holding_warehouse(self) -> Iterator[None]:
         """Keep the warehouse open while the steps run. DuckDB shares one database per file in a
         process: dbt, the loader, the gates and the steps' own reads then use this instance
-        instead of opening the file (reading its catalog) and checkpointing it on each close, a
-        hundred times a run. The writer lock keeps other writers out meanwhile."""
+        instead of opening the file (reading its catalog) and checkpointing it on each close, about
+        a hundred times a run. The writer lock keeps other writers out meanwhile."""
         self.held = connect(self.warehouse)
         try:
             yield
