@@ -119,6 +119,11 @@ def test_a_run_holds_the_warehouse_open_and_checkpoints_it_once_at_the_end(tmp_p
         assert wal.exists(), "closing a connection of the held database checkpoints nothing"
         with ctx.reader() as con:
             assert con.execute("select a from t").fetchall() == [(1,)]
+        with duckdb.connect(str(ctx.warehouse)) as con:  # a log past DuckDB's default 16 MB
+            con.execute("create table logged (a bigint, b double)")
+            for _ in range(20):
+                con.execute("insert into logged select range, random() from range(100000)")
+        assert wal.stat().st_size > 16 * 2**20, "the run checkpoints only when it closes"
     assert not wal.exists()
     with ctx.reader() as con:  # after the run: a read-only connection of its own
         assert con.execute("select a from t").fetchall() == [(1,)]
