@@ -131,6 +131,13 @@ def _copy_files(pattern: str, source: Path, target: Path) -> None:
             shutil.copyfile(path, target / path.name)
 
 
+def _copy_tree(source: Path, target: Path) -> None:
+    """Replace `target` with a copy of `source` (nothing, when `source` does not exist)."""
+    shutil.rmtree(target, ignore_errors=True)
+    if source.exists():
+        shutil.copytree(source, target)
+
+
 def copy_warehouse(source: Path, folder: Path) -> None:
     """A fresh `folder` holding a copy of the warehouse of `source`."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -138,17 +145,21 @@ def copy_warehouse(source: Path, folder: Path) -> None:
 
 
 def save_warehouse(folder: Path) -> None:
-    """Keep a copy of the warehouse of `folder` for `restore_warehouse`."""
+    """Keep a copy of the warehouse of `folder`, and of the files published from it, for
+    `restore_warehouse`."""
     _copy_files("warehouse.duckdb*", folder / "data", folder / "saved")
+    _copy_tree(folder / "data" / "lakehouse", folder / "saved" / "lakehouse")
 
 
 def restore_warehouse(folder: Path) -> None:
-    """Put back the warehouse saved by `save_warehouse`. A case run in the base's own folder
-    keeps its dbt target folder, as an operator's daily run does: dbt parses the project
-    partially (nothing changed: no parse at all) instead of from scratch."""
+    """Put back the warehouse and published files saved by `save_warehouse` (a publish then
+    rewrites what an operator's daily publish would). A case run in the base's own folder keeps
+    its dbt target folder, as an operator's daily run does: dbt parses the project partially
+    (nothing changed: no parse at all) instead of from scratch."""
     for path in (folder / "data").glob("warehouse.duckdb*"):
         path.unlink()
     _copy_files("warehouse.duckdb*", folder / "saved", folder / "data")
+    _copy_tree(folder / "saved" / "lakehouse", folder / "data" / "lakehouse")
 
 
 def copy_base(root: Path, folder: Path) -> None:

@@ -49,9 +49,12 @@ order by bar_date, symbol
 
 @dataclass(frozen=True)
 class PublishedFile:
+    """What a publish wrote: a file, or a folder of files (`detail` says which it rewrote)."""
+
     path: Path
     rows: int
     columns: int
+    detail: str | None = None
 
 
 def returns_matrix_path(folder: Path | None = None) -> Path:

@@ -11,7 +11,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from dbt_common.invocation import get_invocation_id
@@ -24,8 +23,6 @@ from quantwarehouse.features import (
     features_table,
     symbol_features,
 )
-from quantwarehouse.lakehouse import copy_parquet_atomic
-from quantwarehouse.lakehouse_features import FEATURES_MATRIX_FILE, publish_features_matrix
 from quantwarehouse.paths import REPO_ROOT
 from tests.incremental_harness import (
     DbtProject,
@@ -192,45 +189,6 @@ def test_bad_bars_are_refused_naming_the_row(btc: pd.DataFrame, change, message:
 def test_symbol_features_takes_one_symbol(btc: pd.DataFrame, neo: pd.DataFrame):
     with pytest.raises(ValueError, match="one symbol expected"):
         symbol_features(pd.concat([btc, neo]))
-
-
-# -- publishing ---------------------------------------------------------------------------------
-
-
-def test_publish_writes_the_table_atomically_with_its_data_version(
-    tmp_path: Path, btc: pd.DataFrame
-):
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    table = features_table(btc.assign(source_batch_id=4), "run")
-    con.register("rows", table)
-    con.sql("create table main.features_matrix as select * from rows")
-    lakehouse = tmp_path / "lakehouse"
-    published = publish_features_matrix(con, lakehouse)
-
-    assert published.path == lakehouse / FEATURES_MATRIX_FILE
-    assert [p.name for p in lakehouse.iterdir()] == [FEATURES_MATRIX_FILE]  # no temporary left
-    written = pq.read_table(published.path)
-    assert (published.rows, published.columns) == (len(btc), len(FEATURES_SCHEMA))
-    assert written.schema.names == FEATURES_SCHEMA.names  # no audit column
-    assert written.cast(FEATURES_SCHEMA).equals(table.drop_columns("invocation_id"))
-    assert written.schema.metadata[b"quantwarehouse.source_batch_id"] == b"4"
-    assert written.schema.metadata[b"quantwarehouse.source_model"] == b"features_matrix"
-
-
-def test_copy_parquet_atomic_from_a_read_only_connection_quotes_paths_and_metadata(
-    tmp_path: Path,
-):
-    warehouse = tmp_path / "warehouse.duckdb"
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute("create table t as select * from range(5) as r(a)")
-    path = tmp_path / "it's here" / "out.parquet"
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        copy_parquet_atomic(con, "select a from t order by a desc", path, {"note": "it's 'quoted'"})
-
-    written = pq.read_table(path)
-    assert written.column("a").to_pylist() == [4, 3, 2, 1, 0]
-    assert written.schema.metadata[b"note"] == b"it's 'quoted'"
-    assert [p.name for p in path.parent.iterdir()] == ["out.parquet"]
 
 
 # -- the dbt model ------------------------------------------------------------------------------

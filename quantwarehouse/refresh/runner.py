@@ -82,8 +82,8 @@ TARGET_HELP: dict[str, str] = {
     ),
     "emas": "dbt build of the EMA models (python_models/emas)",
     "features": (
-        "dbt build of the features matrix (python_models/features), then publish "
-        "data/lakehouse/features_matrix.parquet"
+        "dbt build of the features matrix (python_models/features), then publish its monthly "
+        "files (data/lakehouse/features_matrix/)"
     ),
 }
 BARS_NEEDS = ("build bars", "gate bars")

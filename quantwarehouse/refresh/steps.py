@@ -788,7 +788,8 @@ class GateStep:
 
 @dataclass(frozen=True)
 class PublishStep:
-    """Write a file from the warehouse (e.g. the returns matrix) under the lakehouse folder."""
+    """Write a file (the returns matrix) or a folder of files (the features matrix) from the
+    warehouse under the lakehouse folder."""
 
     name: str
     model: str
@@ -798,8 +799,11 @@ class PublishStep:
 
     def plan(self, ctx: RunContext, con: duckdb.DuckDBPyConnection | None) -> list[str]:
         path = self.target()
-        state = "replacing the current file" if path.exists() else "a new file"
-        return [f"write {path} from {self.model} ({state}), atomically"]
+        if path.is_dir():
+            state = "rewriting the files whose rows changed"
+        else:
+            state = "replacing the current file" if path.exists() else "new"
+        return [f"write {path} from {self.model} ({state}), each file atomically"]
 
     def fingerprint(self, ctx: RunContext) -> list[object] | None:
         path = self.target()
@@ -814,6 +818,8 @@ class PublishStep:
         with ctx.reader() as con:
             published = self.publish(con)
         line = f"wrote {published.path}: {published.rows} rows x {published.columns} columns"
+        if published.detail:
+            line += f"; {published.detail}"
         log.info("  %s", line)
         return StepReport(
             self.name,
