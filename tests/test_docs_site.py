@@ -31,7 +31,7 @@ import yaml
 from quantwarehouse.dbt import list_nodes
 from quantwarehouse.docs_site import LINEAGE_FRAGMENT, SITE_FILES
 from quantwarehouse.lakehouse import RETURNS_MATRIX_FILE
-from quantwarehouse.lakehouse_features import FEATURES_MATRIX_FILE
+from quantwarehouse.lakehouse_features import FEATURES_MATRIX_FOLDER
 from quantwarehouse.lock import WriterLock
 from quantwarehouse.paths import DBT_PROJECT_DIR, REPO_ROOT
 from quantwarehouse.refresh.runner import TARGET_ORDER, target_steps
@@ -360,7 +360,7 @@ def test_each_published_file_has_one_exposure_on_its_model(docs_server):
     exposures = docs_server.manifest()["exposures"].values()
     for file_name, model in (
         (RETURNS_MATRIX_FILE, "returns_daily"),
-        (FEATURES_MATRIX_FILE, "features_matrix"),
+        (FEATURES_MATRIX_FOLDER, "features_matrix"),
     ):
         describing = [e for e in exposures if f"data/lakehouse/{file_name}" in e["description"]]
         assert len(describing) == 1, f"{file_name}: {[e['name'] for e in describing]}"
