@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -36,14 +37,29 @@ RETURNS_MATRIX_CONVENTION = (
     "bar that day, on its first bar, and when the return spans missing days"
 )
 
-# Long form of the matrix: only one-day returns, the others stay empty cells.
-ONE_DAY_RETURNS_SQL = """
+# The matrix's cells: its row (a date, in order), its column (a symbol, in name order) and the
+# value, null where the return is not a one-day one. Numbered by joins: ranking the 1.3 million
+# rows of bench with windows takes three times as long.
+MATRIX_CELLS_SQL = """
+with dates as (
+    select bar_date, row_number() over (order by bar_date) - 1 as row_index
+    from (select distinct bar_date from main.returns_daily)
+),
+symbols as (
+    select symbol, row_number() over (order by symbol) - 1 as column_index
+    from (select distinct symbol from main.returns_daily)
+)
 select
-    bar_date,
-    symbol,
-    case when not is_first_bar and not spans_missing_days then simple_return end as simple_return
+    d.row_index,
+    s.column_index,
+    case when not r.is_first_bar and not r.spans_missing_days then r.simple_return end as value
+from main.returns_daily as r
+inner join dates as d on r.bar_date = d.bar_date
+inner join symbols as s on r.symbol = s.symbol
+"""
+MATRIX_AXES_SQL = """
+select list(distinct bar_date order by bar_date), list(distinct symbol order by symbol)
 from main.returns_daily
-order by bar_date, symbol
 """
 
 
@@ -101,13 +117,19 @@ def copy_parquet_atomic(
 
 
 def returns_matrix(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """The wide matrix (bar_date, then one column per symbol) from `returns_daily`."""
-    long = con.execute(ONE_DAY_RETURNS_SQL).fetch_df()
-    wide = long.pivot(index="bar_date", columns="symbol", values="simple_return")
-    wide = wide.sort_index().reindex(sorted(wide.columns), axis=1).astype("float64")
-    wide.columns.name = None
-    table = pa.Table.from_pandas(wide.reset_index(), preserve_index=False)
-    return table.set_column(0, "bar_date", table.column("bar_date").cast(pa.date32()))
+    """The wide matrix (bar_date, then one column per symbol) from `returns_daily`, each cell
+    placed by its row and column numbers (a pandas pivot of the long rows took 1 s on bench,
+    this 0.3 s)."""
+    dates, symbols = con.execute(MATRIX_AXES_SQL).fetchone()
+    cells = con.execute(MATRIX_CELLS_SQL).fetchnumpy()
+    matrix = np.full((len(dates or ()), len(symbols or ())), np.nan)
+    values = np.ma.filled(cells["value"].astype(np.float64), np.nan)
+    matrix[cells["row_index"], cells["column_index"]] = values
+    columns = [pa.array(dates or [], pa.date32())]
+    columns += [
+        pa.array(matrix[:, i], pa.float64(), from_pandas=True) for i in range(matrix.shape[1])
+    ]
+    return pa.table(columns, names=["bar_date", *(symbols or [])])
 
 
 def _matrix_metadata(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
