@@ -110,7 +110,10 @@
     counted). Being the first row of its bar in the window, the seed gives the running values of
     the later rows of that bar, so a one-day refresh reads two rows per bar, not the whole forming
     bar (up to a year of days). The extremes' ranks are then taken within each bar (seeds
-    included) instead of per symbol: only their order within a bar matters. bars_multi_tf
+    included) instead of per symbol: only their order within a bar matters. The seed's own row
+    is written again only when its missing days at the bar's end changed (the symbol's next row
+    now lies in a later bar, past missing days): everything else in it is carried as stored. An
+    appended day then writes only its own rows, and symbol_range deletes nothing. bars_multi_tf
     recomputes its bars from their first day instead (at most 90 rows): looking its seeds up in
     its 13 million rows costs more than that on bench.
 #}
@@ -133,6 +136,8 @@
             {% if seeds is none -%}
                 high_rank,
                 low_rank,
+            {%- else -%}
+                cast(null as integer) as stored_missing_end,
             {%- endif %}
             source_batch_id,
             next_bar_date,
@@ -155,6 +160,7 @@
                 quote_volume,
                 time_high,
                 time_low,
+                stored_missing_end,
                 source_batch_id,
                 next_bar_date,
                 next_gap_start,
@@ -184,6 +190,9 @@
             close,
             next_bar_date,
             last_gap_end,
+            {% if seeds is not none -%}
+                stored_missing_end,
+            {% endif -%}
             cast(row_number() over bar_so_far + first_value(extra_days) over bar_so_far as integer)
                 as count_days,
             first_value(first_row_date) over bar_so_far as first_row_date,
@@ -293,6 +302,10 @@
         c.bar_source_batch_id as source_batch_id,
         '{{ invocation_id }}' as invocation_id
     from counted as c
+    {% if seeds is not none -%}
+        -- a seed row (stored_missing_end set) only where it changed
+        where c.stored_missing_end is null or c.count_missing_end != c.stored_missing_end
+    {%- endif %}
 {% endmacro %}
 
 {#
@@ -326,7 +339,7 @@
 {% endmacro %}
 
 {#
-    Where an incremental family run starts writing, per dirty symbol (needs the CTE `dirty`,
+    Where an incremental calendar family run starts, per dirty symbol (needs the CTE `dirty`,
     dirty_symbols()): the row before the earliest touched day (that row's end-missing count may
     change when a later row closes its bar), or the touched day itself when it is the symbol's
     first. emit_from: its date; has_predecessor: whether it is the row before (whose stored
@@ -342,14 +355,15 @@
 {% endmacro %}
 
 {#
-    The rows of `final` an incremental family run writes: those from the emit points on (the
-    earlier rows of a recomputed bar equal the stored ones). Needs the CTE `emit`.
+    The rows of `final` an incremental bars_multi_tf run writes: those from each symbol's earliest
+    touched day on. The earlier rows of a recomputed bar equal the stored ones: a rolling bar's row
+    depends only on the rows of its bar up to its day. Needs the CTE `dirty`.
 #}
-{% macro rows_from_emit_points(final) %}
+{% macro rows_from_dirty_days(final) %}
     select f.*
     from {{ final }} as f
     {% if is_incremental() %}
-        inner join emit on f.symbol = emit.symbol and f.bar_date >= emit.emit_from
+        inner join dirty on f.symbol = dirty.symbol and f.bar_date >= dirty.dirty_from
     {% endif %}
 {% endmacro %}
 
@@ -400,6 +414,7 @@
         c.quote_volume,
         c.time_high,
         c.time_low,
+        c.count_missing_end as stored_missing_end,
         c.source_batch_id,
         d.next_bar_date,
         (
@@ -430,6 +445,7 @@
             stored.time_high,
             stored.time_low,
             stored.source_batch_id,
+            stored.count_missing_end,
             {{ add_days('stored.bar_date', '-(stored.count_missing_interior + stored.count_days - 1)') }}
                 as first_row_date
         from {{ this }} as stored

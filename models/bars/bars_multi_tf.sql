@@ -24,10 +24,6 @@ timeframes as (
         {{ dirty_symbols(ref('int_bars_1d_sequenced'), 'bar_date') }}
     ),
 
-    emit as (
-        {{ emit_points('sequenced') }}
-    ),
-
     -- Per symbol and timeframe, the first row of the bar holding the earliest touched day.
     recompute_from as (
         select
@@ -59,4 +55,4 @@ final as (
     {{ bar_snapshot_select('placed', 'symbols', 'timeframes') }}
 )
 
-{{ rows_from_emit_points('final') }}
+{{ rows_from_dirty_days('final') }}
