@@ -31,6 +31,8 @@ MA_LENGTHS = (10, 20, 30, 50, 100, 200)
 TREND_COLUMN = "ema_50"
 
 BAR_COLUMNS = ("symbol", "bar_date", "high", "low", "close", "volume", "source_batch_id")
+# How many rows before a row its votes compare with (the awesome oscillator's, two bars back).
+VOTE_LOOKBACK = 2
 
 INDICATOR_COLUMNS = (
     "close",
@@ -154,22 +156,29 @@ def oscillator_votes(values: Mapping[str, FloatArray]) -> list[FloatArray]:
     ]
 
 
-def feature_columns(bars: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+def feature_columns(
+    bars: Mapping[str, npt.NDArray[Any]], first_row: int = 0
+) -> dict[str, npt.NDArray[Any]]:
     """One symbol's feature columns (FEATURES_SCHEMA order) from its bars as arrays (BAR_COLUMNS,
-    one symbol, in date order, no nulls). Row d uses bars up to d only; its source_batch_id is
-    the latest load batch among them."""
+    one symbol, in date order, no nulls), for its rows from `first_row` on. Row d uses bars up to
+    d only; its source_batch_id is the latest load batch among them.
+
+    The indicators run over the whole history (EMA-type ones have infinite memory); the votes,
+    a third of the work, only over the rows returned and the VOTE_LOOKBACK rows before them."""
     values = indicator_values(
         *(
             np.asarray(bars[column], dtype=np.float64)
             for column in ("high", "low", "close", "volume")
         )
     )
-    ma = rt.tally(ma_votes(values))
-    osc = rt.tally(oscillator_votes(values))
+    lookback = min(first_row, VOTE_LOOKBACK)
+    voted = {name: series[first_row - lookback :] for name, series in values.items()}
+    ma = rt.tally([vote[lookback:] for vote in ma_votes(voted)])
+    osc = rt.tally([vote[lookback:] for vote in oscillator_votes(voted)])
     columns = {
-        "bar_date": bars["bar_date"],
-        "symbol": bars["symbol"],
-        **values,
+        "bar_date": bars["bar_date"][first_row:],
+        "symbol": bars["symbol"][first_row:],
+        **{name: series[first_row:] for name, series in values.items()},
         "ma_buy_votes": ma.buy,
         "ma_sell_votes": ma.sell,
         "ma_neutral_votes": ma.neutral,
@@ -180,7 +189,7 @@ def feature_columns(bars: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArr
         "rating_osc": osc.rating,
         "rating_all": rt.rating_all(ma, osc),
         "rating_all_label": rt.rating_all_label(ma, osc),
-        "source_batch_id": np.maximum.accumulate(bars["source_batch_id"]),
+        "source_batch_id": np.maximum.accumulate(bars["source_batch_id"])[first_row:],
     }
     return {name: columns[name] for name in FEATURES_SCHEMA.names}
 
@@ -259,14 +268,15 @@ def _assemble(
     symbols: list[str] = []
     counts: list[int] = []
     for symbol, bars in symbol_bars:
-        columns = feature_columns(bars)
-        keep = np.ones(columns["bar_date"].size, dtype=bool)
+        first_row = 0
         if emit_from is not None:
-            keep = columns["bar_date"] >= np.datetime64(emit_from[symbol], "D")
+            dates = bars["bar_date"]
+            first_row = int(np.searchsorted(dates, np.datetime64(emit_from[symbol], "D")))
+        columns = feature_columns(bars, first_row)
         symbols.append(symbol)
-        counts.append(int(np.count_nonzero(keep)))
+        counts.append(columns["bar_date"].size)
         for name, values in columns.items():
-            pieces[name].append(values[keep])
+            pieces[name].append(values)
     return pa.table(
         [
             _repeated(symbols, counts)

@@ -20,6 +20,7 @@ from ingest.sources import build_source
 from quantwarehouse.features import (
     BAR_COLUMNS,
     FEATURES_SCHEMA,
+    feature_columns,
     features_table,
     symbol_features,
 )
@@ -158,6 +159,17 @@ def test_table_of_many_symbols_and_emitting_from_a_dirty_date(btc: pd.DataFrame,
         expected.drop(columns="invocation_id").reset_index(drop=True),
         check_exact=True,
     )
+
+
+def test_rows_from_a_first_row_equal_those_of_the_whole_history(btc: pd.DataFrame):
+    # The votes of the rows returned look back VOTE_LOOKBACK rows, not further.
+    bars = {column: btc[column].to_numpy() for column in BAR_COLUMNS}
+    whole = feature_columns(bars)
+    size = len(btc)
+    for first_row in (0, 1, 2, 3, 4, 35, 60, size - 1, size):
+        tail = feature_columns(bars, first_row)
+        for name, values in whole.items():
+            np.testing.assert_array_equal(tail[name], values[first_row:], err_msg=name)
 
 
 def test_no_bars_make_an_empty_table_with_the_schema():
