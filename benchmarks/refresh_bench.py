@@ -160,6 +160,9 @@ def restore_warehouse(folder: Path) -> None:
         path.unlink()
     _copy_files("warehouse.duckdb*", folder / "saved", folder / "data")
     _copy_tree(folder / "saved" / "lakehouse", folder / "data" / "lakehouse")
+    # Flushed now, not while the case runs: the kernel writing back 5 GB of copied pages
+    # competes with the measured run for the disk.
+    os.sync()
 
 
 def copy_base(root: Path, folder: Path) -> None:
