@@ -129,6 +129,19 @@ def test_a_run_holds_the_warehouse_open_and_checkpoints_it_once_at_the_end(tmp_p
         assert con.execute("select a from t").fetchall() == [(1,)]
 
 
+def test_the_modules_of_later_python_models_are_imported_ahead_in_the_background():
+    probe = (
+        "import sys\n"
+        "from quantwarehouse.refresh.runner import target_steps, warm_imports\n"
+        "steps = [*target_steps('emas', True), *target_steps('features', True)]\n"
+        "before = 'scipy.signal' in sys.modules\n"
+        "warm_imports(steps).join()\n"
+        "print(before, 'scipy.signal' in sys.modules, warm_imports(steps))"
+    )
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert (found.returncode, found.stdout.split()) == (0, ["False", "True", "None"]), found.stderr
+
+
 def test_the_refresh_process_does_not_import_great_expectations():
     # Its import takes seconds of the run's interpreter: the gates' worker process pays it.
     probe = "import sys, quantwarehouse.refresh.runner; print('great_expectations' in sys.modules)"

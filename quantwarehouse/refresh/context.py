@@ -100,6 +100,10 @@ class ProjectLoad:
         """The parsed project (waits for it); raises what parsing raised."""
         return self._future.result()
 
+    def loaded(self) -> bool:
+        """Whether parsing has ended (the project is loaded, or failed to)."""
+        return self._future.done()
+
 
 @dataclass
 class RunContext:

@@ -10,8 +10,10 @@ step failed (even partly) or any gate failed, and the last line on stderr says w
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -110,9 +112,24 @@ def target_steps(target: str, validate: bool) -> list[Step]:
             DbtStep("build returns and marts", ("returns", "marts"), BARS_NEEDS, checks_inputs=True)
         ],
         "emas": [
-            DbtStep("build emas", ("emas",), BARS_NEEDS, checks_inputs=True, ema_filtered=True)
+            DbtStep(
+                "build emas",
+                ("emas",),
+                BARS_NEEDS,
+                checks_inputs=True,
+                ema_filtered=True,
+                imports=("quantwarehouse.ema_models",),
+            )
         ],
-        "features": [DbtStep("build features", ("features",), BARS_NEEDS, checks_inputs=True)],
+        "features": [
+            DbtStep(
+                "build features",
+                ("features",),
+                BARS_NEEDS,
+                checks_inputs=True,
+                imports=("quantwarehouse.features",),
+            )
+        ],
     }
     publish: dict[str, list[Step]] = {
         "returns": [
@@ -251,11 +268,37 @@ def _time_left(steps: Sequence[Step], past: list[dict]) -> float | None:
     return None if any(s is None for s in known) else sum(s for s in known if s is not None)
 
 
+def warm_imports(steps: Sequence[Step]) -> threading.Thread | None:
+    """Import, in a background thread, the modules the Python models of `steps` import and this
+    process has not imported yet (scipy.signal alone, behind the EMA and features models, takes a
+    second). The thread, if one was needed, is returned started."""
+    modules = [
+        module
+        for step in steps
+        if isinstance(step, DbtStep)
+        for module in step.imports
+        if module not in sys.modules
+    ]
+    if not modules:
+        return None
+    thread = threading.Thread(
+        target=lambda: [importlib.import_module(m) for m in modules],
+        name="warm-imports",
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
 def run_steps(ctx: RunContext, steps: Sequence[Step], record: RunManifest) -> None:
     past = past_manifests(runs_dir(), COMMAND, exclude=ctx.run_id)
     progress = Progress(COMMAND, len(steps), quiet=ctx.options.quiet)
     for index, step in enumerate(steps, start=1):
         log.info("step %d/%d: %s", index, len(steps), step.name)
+        if isinstance(step, GateStep) and ctx.project.loaded():
+            # The gate waits for the gates' worker: a core and the interpreter are free (before
+            # the project is loaded, its parse has the interpreter).
+            warm_imports(steps[index:])
         report = run_one(ctx, step, record, past)
         ctx.reports[step.name] = report
         status = f"  {step.name}: {report.status} in {report.seconds:.1f}s"

@@ -264,6 +264,7 @@ class DbtStep:
 
     checks_inputs  check the incremental models it reads are fresh first (returns, EMAs, features)
     ema_filtered   the EMA filters apply: families left out, filter vars passed
+    imports        modules its Python models import (the runner imports them ahead: warm_imports)
     """
 
     name: str
@@ -271,6 +272,7 @@ class DbtStep:
     needs: tuple[str, ...] = ()
     checks_inputs: bool = False
     ema_filtered: bool = False
+    imports: tuple[str, ...] = ()
 
     # -- what it builds
 
