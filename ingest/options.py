@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
+
+# `-200d`: 200 days before a reference day (`until`), so that a daily run loads a bounded window.
+DAYS_BEFORE = re.compile(r"-(\d+)d")
+
+
+def days_before(text: str, reference: date) -> date | None:
+    """The day `-Nd` names: N days before `reference`; None when `text` is not of that form.
+    Raises OverflowError when that day would be before the year 1."""
+    relative = DAYS_BEFORE.fullmatch(text)
+    if relative is None:
+        return None
+    return reference - timedelta(days=int(relative.group(1)))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -82,6 +83,10 @@ def test_help_lists_every_command():
             ["--source", "synthetic", "--start", "2024-02-01", "--end", "2024-01-01"],
             "is after --end",
         ),
+        (
+            ["--source", "synthetic", "--until", "2025-06-24", "--start=-10x"],
+            "--start: '-10x' is not a date; expected YYYY-MM-DD or -Nd (days before 2025-06-24)",
+        ),
         (["--source", "synthetic", "--workers", "0"], "--workers: expected a positive integer"),
         (["--source", "synthetic", "--symbols", "BTC-USDT"], "--symbols: BTC-USDT not valid"),
         (["--source", "synthetic", "--freshness-hours", "-1"], "--freshness-hours"),
@@ -92,6 +97,16 @@ def test_bad_ingest_flags_give_a_clear_error_and_touch_nothing(data_dir, args, e
     assert result.returncode == 2
     assert expected in result.stderr
     assert not (data_dir / "warehouse.duckdb").exists()
+
+
+def test_ingest_start_in_days_before_until(data_dir):
+    flags = ["--source", "synthetic", "--preset", "tiny", "--until", "2025-06-24"]
+    run_cli("ingest", *flags, "--start=-10d", "--end=-2d", "--quiet", check=True)
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        days = con.execute(
+            "select min(open_time)::date, max(open_time)::date from raw.klines"
+        ).fetchone()
+    assert days == (date(2025, 6, 14), date(2025, 6, 22))
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", "", "x" * 200, ".hidden"])

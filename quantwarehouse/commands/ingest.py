@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from ingest.intervals import check_interval
 from ingest.loader import run_load
-from ingest.options import IngestOptions
+from ingest.options import IngestOptions, days_before
 from ingest.raw_store import RawStore
 from ingest.sources import SOURCE_MODULES, build_source
 from quantwarehouse.lock import WriterLock
@@ -19,13 +19,18 @@ from quantwarehouse.runs import new_run_id
 from quantwarehouse.warehouse import connect
 
 
-def parse_date(flag: str, value: str | None) -> date | None:
+def parse_date(flag: str, value: str | None, reference: date | None = None) -> date | None:
+    """A date, or with a `reference` day also `-Nd`: N days before it."""
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{flag}: {value!r} is not a date; expected YYYY-MM-DD") from None
+        day = days_before(value, reference) if reference is not None else None
+        return day or date.fromisoformat(value)
+    except (ValueError, OverflowError):
+        expected = (
+            "YYYY-MM-DD" if reference is None else f"YYYY-MM-DD or -Nd (days before {reference})"
+        )
+        raise ValueError(f"{flag}: {value!r} is not a date; expected {expected}") from None
 
 
 def parse_symbols(value: str | None) -> tuple[str, ...]:
@@ -45,7 +50,10 @@ def positive_int(flag: str, value: int) -> int:
 
 
 def options_from_args(args: argparse.Namespace) -> IngestOptions:
-    start, end = parse_date("--start", args.start), parse_date("--end", args.end)
+    until = parse_date("--until", args.until)
+    reference = until or datetime.now(UTC).date()
+    start = parse_date("--start", args.start, reference)
+    end = parse_date("--end", args.end, reference)
     if start and end and start > end:
         raise ValueError(f"--start {start} is after --end {end}")
     if args.freshness_hours is not None and args.freshness_hours < 0:
@@ -58,7 +66,7 @@ def options_from_args(args: argparse.Namespace) -> IngestOptions:
         path=Path(args.path) if args.path else None,
         base_url=args.base_url,
         preset=args.preset,
-        until=parse_date("--until", args.until),
+        until=until,
         seed=args.seed,
         force=args.force,
         freshness_hours=args.freshness_hours,
@@ -82,8 +90,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--symbols", help="comma-separated symbols (default: the source's own)")
     parser.add_argument("--interval", help="kline interval, e.g. 1d, 4h, 1m")
-    parser.add_argument("--start", help="first day to load (YYYY-MM-DD, UTC)")
-    parser.add_argument("--end", help="last day to load (YYYY-MM-DD, UTC)")
+    relative = "or -Nd: N days before --until, else before today; written --start=-200d"
+    parser.add_argument("--start", help=f"first day to load (YYYY-MM-DD, UTC, {relative})")
+    parser.add_argument("--end", help="last day to load (YYYY-MM-DD, UTC, or -Nd as --start)")
     parser.add_argument("--path", help="local folder (binance-vision archive layout, or files)")
     parser.add_argument("--base-url", help="archive or REST base URL (binance-vision, binance-api)")
     parser.add_argument("--preset", help="synthetic preset: tiny, demo, bench or minute")

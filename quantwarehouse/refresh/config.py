@@ -6,23 +6,20 @@ once here (with its options), so a bad preset, path or option fails before anyth
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from ingest.intervals import check_interval
 from ingest.loader import Source
-from ingest.options import IngestOptions
+from ingest.options import IngestOptions, days_before
 from ingest.sources import SOURCE_MODULES, build_source
 from quantwarehouse.config import ConfigError, ConfigNode, describe, load_config
 from quantwarehouse.paths import CONFIG_DIR, REPO_ROOT
 
 DEFAULT_CONFIG = CONFIG_DIR / "refresh.yml"
 TODAY = "today"
-# `start: -200d`: 200 days before `until`, so that a daily run downloads a bounded window.
-DAYS_BEFORE_UNTIL = re.compile(r"-(\d+)d")
 
 # option key -> (kind, lower bound for numbers); dates and paths are read by their own rules.
 _SCALAR_OPTIONS: dict[str, tuple[type, float | None]] = {
@@ -86,12 +83,13 @@ def _date_option(node: ConfigNode, key: str, until: date | None = None) -> date 
     if raw == TODAY:
         return today_utc()
     if isinstance(raw, str):
-        relative = DAYS_BEFORE_UNTIL.fullmatch(raw)
-        if relative and until is not None:
+        if until is not None:
             try:
-                return until - timedelta(days=int(relative.group(1)))
+                day = days_before(raw, until)
             except OverflowError:
                 raise node.error(key, f"{raw} reaches before the year 1") from None
+            if day is not None:
+                return day
         try:
             return date.fromisoformat(raw)
         except ValueError:
