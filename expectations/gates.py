@@ -35,7 +35,15 @@ from ingest.raw_store import TOXIC_FACTOR
 from quantwarehouse.paths import runs_dir
 from quantwarehouse.runs import validate_run_id
 
-__all__ = ["GateResult", "GateSession", "GateSettings", "Slice", "run_directory", "run_gate"]
+__all__ = [
+    "GateResult",
+    "GateSession",
+    "GateSettings",
+    "PendingGate",
+    "Slice",
+    "run_directory",
+    "run_gate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -154,15 +162,59 @@ def run_gate(
     return result
 
 
+class SuiteAnswer(Protocol):
+    """A suite's outcome: known already, or when the worker validating it answers."""
+
+    ready_at: float  # time.perf_counter() when the outcome was known (set by `outcome()`)
+
+    def outcome(self) -> SuiteOutcome:
+        """The outcome (waits for it)."""
+        ...
+
+
+@dataclass
+class Answered:
+    """An outcome known at once (validated in this process)."""
+
+    known: SuiteOutcome
+    ready_at: float = field(default_factory=time.perf_counter)
+
+    def outcome(self) -> SuiteOutcome:
+        return self.known
+
+
 class Validator(Protocol):
     """Validates a suite's frames and keeps the results for Data Docs: in the gate's process
-    (`expectations.validation.SuiteValidation`) or in a worker (`expectations.worker`)."""
+    (`expectations.validation.SuiteValidation`) or in a worker (`expectations.worker`).
+    `submit` reads the frames at once; the outcome may come later."""
 
-    def validate(
+    def submit(
         self, spec: SuiteSpec, frames: Frames, scope: str, settings: GateSettings
-    ) -> SuiteOutcome: ...
+    ) -> SuiteAnswer: ...
 
     def build_docs(self) -> None: ...
+
+
+@dataclass
+class PendingGate:
+    """A gate whose suites were submitted: `result()` waits for their outcomes."""
+
+    layer: str
+    answers: list[SuiteAnswer]
+    data_docs: Path
+    started: float
+    slice: Slice | None
+    settings: GateSettings
+
+    def result(self) -> GateResult:
+        outcomes = tuple(answer.outcome() for answer in self.answers)
+        seconds = self.ready_at - self.started
+        return GateResult(self.layer, outcomes, self.data_docs, seconds, self.slice, self.settings)
+
+    @property
+    def ready_at(self) -> float:
+        """When the last outcome was known (once `result()` has waited for them)."""
+        return max((answer.ready_at for answer in self.answers), default=self.started)
 
 
 class GateSession:
@@ -195,6 +247,18 @@ class GateSession:
         settings: GateSettings | None = None,
     ) -> GateResult:
         """Validate `layer` (whole tables, or only `slice`); its Data Docs wait for `build_docs`."""
+        return self.start(con, layer, slice=slice, settings=settings).result()
+
+    def start(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        layer: str,
+        *,
+        slice: Slice | None = None,
+        settings: GateSettings | None = None,
+    ) -> PendingGate:
+        """Read `layer`'s frames (whole tables, or only `slice`) and submit its suites; with a
+        worker, they validate while the caller goes on until it asks for the result."""
         settings = settings or GateSettings()
         started = time.perf_counter()
         specs = layer_suites(layer)
@@ -203,11 +267,10 @@ class GateSession:
         existing = existing_relations(con)
         scopes = ScopeResolver(con, slice, existing)
         try:
-            outcomes = [self._suite(con, spec, scopes, existing, settings) for spec in specs]
+            answers = [self._suite(con, spec, scopes, existing, settings) for spec in specs]
         finally:
             scopes.close()
-        seconds = time.perf_counter() - started
-        return GateResult(layer, tuple(outcomes), self.data_docs, seconds, slice, settings)
+        return PendingGate(layer, answers, self.data_docs, started, slice, settings)
 
     def build_docs(self) -> Path:
         """Render the results validated since the last call, and the index of the run."""
@@ -222,12 +285,12 @@ class GateSession:
         scopes: ScopeResolver,
         existing: set[str],
         settings: GateSettings,
-    ) -> SuiteOutcome:
+    ) -> SuiteAnswer:
         missing = [r for r in spec.relations if r not in existing]
         if missing:
             reason = f"{missing[0]} does not exist yet (not built)"
             log.debug("  skipped %s: %s", spec.name, reason)
-            return SuiteOutcome(spec.name, spec.table.relation, "skipped", reason=reason)
+            return Answered(SuiteOutcome(spec.name, spec.table.relation, "skipped", reason=reason))
         try:
             scope = scopes.scope(spec.table, spec.relations)
             query = scope.rows if spec.frame is None else spec.frame(scope)
@@ -236,11 +299,11 @@ class GateSession:
                 return iter_frames(con, query, spec.keys, settings.chunk_rows)
 
             label = WHOLE_TABLES if scopes.slice is None else scopes.slice.describe()
-            return self.validator.validate(spec, frames, label, settings)
+            return self.validator.submit(spec, frames, label, settings)
         except duckdb.Error as exc:
             reason = f"could not read the rows to validate: {' '.join(str(exc).split())}"
             log.error("  %s failed: %s", spec.name, reason)
-            return SuiteOutcome(spec.name, spec.table.relation, "failed", reason=reason)
+            return Answered(SuiteOutcome(spec.name, spec.table.relation, "failed", reason=reason))
 
 
 def existing_relations(con: duckdb.DuckDBPyConnection) -> set[str]:

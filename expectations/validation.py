@@ -22,6 +22,7 @@ from great_expectations.data_context.types.resource_identifiers import Validatio
 from expectations.gates import (
     SAMPLE_LIMIT,
     WHOLE_TABLES,
+    Answered,
     FailedExpectation,
     Frames,
     GateSettings,
@@ -49,6 +50,12 @@ class SuiteValidation:
         if self._workspace is None:  # not before a gate runs: a refused slice writes nothing
             self._workspace = GateWorkspace(self.run_dir)
         return self._workspace
+
+    def submit(
+        self, spec: SuiteSpec, frames: Frames, scope: str, settings: GateSettings
+    ) -> Answered:
+        """Validate the suite on `frames` now; see `validate`."""
+        return Answered(self.validate(spec, frames, scope, settings))
 
     def validate(
         self, spec: SuiteSpec, frames: Frames, scope: str, settings: GateSettings

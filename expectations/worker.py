@@ -12,6 +12,9 @@ naming its log.
 Protocol (pickles over the worker's stdin and a private copy of its stdout, answered in order):
 ("validate", suite name, frames, scope, settings) -> ("outcome", SuiteOutcome);
 ("docs",) -> ("docs", None or the error); any request can be answered ("error", text).
+Requests are sent without waiting for the answers before them (`submit`): the gate reads the next
+suite's frames while the worker validates, and a run can go on while a gate's suites validate. A
+thread reads the answers as they come, so neither side ever blocks on a full pipe.
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ import contextlib
 import logging
 import os
 import pickle
+import queue
 import subprocess
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import IO, Any
 
-from expectations.gates import Frames, GateSettings, SuiteOutcome
+from expectations.gates import Frames, GateSettings, SuiteAnswer, SuiteOutcome
 from expectations.suites import SuiteSpec, suite_named
 from quantwarehouse.paths import REPO_ROOT
 
@@ -38,6 +44,19 @@ STOP_WAIT_SECONDS = 5
 
 class GateWorkerError(RuntimeError):
     """The worker failed a request or stopped."""
+
+
+class _Answer:
+    """The worker's answer to one `validate` request, waited for when asked."""
+
+    def __init__(self, worker: GateWorker, number: int) -> None:
+        self._worker = worker
+        self._number = number
+        self.ready_at = 0.0
+
+    def outcome(self) -> SuiteOutcome:
+        _, payload, self.ready_at = self._worker._answer(self._number)
+        return payload
 
 
 class GateWorker:
@@ -54,55 +73,79 @@ class GateWorker:
                 stderr=worker_log,
                 cwd=REPO_ROOT,
             )
-        self._docs_pending = 0
+        self._sent = 0  # requests sent, numbered from 0; answers come in the same order
+        self._received = 0
+        self._arrived: dict[int, tuple[str, Any, float]] = {}
+        self._docs: list[int] = []
+        # (kind, payload, perf_counter when read), then None once the worker's stdout closes
+        self._answers: queue.Queue[tuple[str, Any, float] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read_answers, name="gate-answers", daemon=True)
+        self._reader.start()
+
+    def submit(
+        self, spec: SuiteSpec, frames: Frames, scope: str, settings: GateSettings
+    ) -> SuiteAnswer:
+        return _Answer(self, self._send(("validate", spec.name, list(frames()), scope, settings)))
 
     def validate(
         self, spec: SuiteSpec, frames: Frames, scope: str, settings: GateSettings
     ) -> SuiteOutcome:
-        self._send(("validate", spec.name, list(frames()), scope, settings))
-        kind, payload = self._next()
-        while kind == "docs":  # asked for before this suite, rendered meanwhile
-            kind, payload = self._next()
-        return payload
+        return self.submit(spec, frames, scope, settings).outcome()
 
     def build_docs(self) -> None:
         """Ask for the Data Docs of the results so far; the run goes on while they render."""
-        self._send(("docs",))
-        self._docs_pending += 1
+        self._docs.append(self._send(("docs",)))
 
     def close(self) -> None:
         """Wait for the Data Docs asked for, then stop the worker."""
         try:
-            while self._docs_pending:
-                self._next()
+            for number in self._docs:
+                self._answer(number)
         finally:
             if self._process.stdin is not None:
                 with contextlib.suppress(BrokenPipeError):  # it stopped already
                     self._process.stdin.close()
             self._process.wait()
+            self._reader.join()
 
-    def _send(self, request: tuple[Any, ...]) -> None:
+    def _send(self, request: tuple[Any, ...]) -> int:
+        """Send `request`; its number, by which `_answer` finds its answer."""
         assert self._process.stdin is not None
         try:
             pickle.dump(request, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             self._process.stdin.flush()
         except BrokenPipeError as exc:
             raise self._stopped() from exc
+        self._sent += 1
+        return self._sent - 1
 
-    def _next(self) -> tuple[str, Any]:
-        """The next answer; a Data Docs one is logged when it carries an error."""
+    def _read_answers(self) -> None:
         assert self._process.stdout is not None
         try:
-            kind, payload = pickle.load(self._process.stdout)
-        except EOFError as exc:
-            raise self._stopped() from exc
+            while True:
+                kind, payload = pickle.load(self._process.stdout)
+                self._answers.put((kind, payload, time.perf_counter()))
+        except (EOFError, OSError, pickle.UnpicklingError):
+            pass  # it stopped: the requests still unanswered fail when waited for
+        finally:
+            self._answers.put(None)
+
+    def _answer(self, number: int) -> tuple[str, Any, float]:
+        """The answer to request `number` (waits for it); a Data Docs one is logged when it
+        carries an error."""
+        while number not in self._arrived:
+            answer = self._answers.get()
+            if answer is None:
+                self._answers.put(None)  # for whoever waits next
+                raise self._stopped()
+            self._arrived[self._received] = answer
+            self._received += 1
+        kind, payload, ready_at = self._arrived.pop(number)
         if kind == "error":
             raise GateWorkerError(f"the gate worker failed: {payload} (log: {self.log_path})")
-        if kind == "docs":
-            self._docs_pending -= 1
-            if payload is not None:
-                log.error("  data docs not rendered: %s (log: %s)", payload, self.log_path)
-        return kind, payload
+        if kind == "docs" and payload is not None:
+            log.error("  data docs not rendered: %s (log: %s)", payload, self.log_path)
+        return kind, payload, ready_at
 
     def _stopped(self) -> GateWorkerError:
         try:  # its pipes closed: it is exiting, if not gone already

@@ -13,6 +13,7 @@ import duckdb
 from quantwarehouse.dbt import DbtResult, NodeResult
 from quantwarehouse.refresh.config import load_refresh_config
 from quantwarehouse.refresh.context import RefreshOptions, RunContext
+from quantwarehouse.refresh.runner import is_deferred, target_steps
 from quantwarehouse.refresh.steps import clipped, gate_exclusions, merged_models, shown
 
 
@@ -127,6 +128,17 @@ def test_a_run_holds_the_warehouse_open_and_checkpoints_it_once_at_the_end(tmp_p
     assert not wal.exists()
     with ctx.reader() as con:  # after the run: a read-only connection of its own
         assert con.execute("select a from t").fetchall() == [(1,)]
+
+
+def test_a_gate_the_next_step_does_not_need_validates_while_the_run_goes_on():
+    steps = [step for target in ("emas", "features") for step in target_steps(target, True)]
+    ctx = context({step.name: step.needs for step in steps})
+    ctx.gate_worker = object()  # type: ignore[assignment]
+    deferred = [step.name for i, step in enumerate(steps) if is_deferred(ctx, step, steps[i + 1 :])]
+    # build features needs the bars, not the EMAs; publish features needs its gate
+    assert deferred == ["gate emas"]
+    ctx.gate_worker = None  # validating in this process: each gate ends before the next step
+    assert not any(is_deferred(ctx, step, steps[i + 1 :]) for i, step in enumerate(steps))
 
 
 def test_the_modules_of_later_python_models_are_imported_ahead_in_the_background():

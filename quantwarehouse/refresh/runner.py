@@ -3,7 +3,9 @@ stage cache, the summary, alerts and the exit status.
 
 Targets always run in `TARGET_ORDER` (`--all`: ingest first, then every target with its quality
 gates). Steps name the steps they need: a step whose need failed as a whole is skipped, the
-others go on (a failing EMA build does not stop the features). Symbols that failed or whose
+others go on (a failing EMA build does not stop the features). A gate whose verdict the next
+step does not need validates in the gates' worker while the run goes on (`is_deferred`); it is
+waited for before the first step needing it, or at the end. Symbols that failed or whose
 inputs are stale are skipped downstream (`RunContext.excluded`). The exit status is 1 when any
 step failed (even partly) or any gate failed, and the last line on stderr says why.
 """
@@ -15,7 +17,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,6 +74,8 @@ from quantwarehouse.refresh.summary import skipped_symbol_lines, summary_lines
 from quantwarehouse.runs import new_run_id
 
 log = logging.getLogger("quantwarehouse.commands.daily_refresh")
+
+Finish = Callable[[], StepReport]  # a started step's report (waits for what it still does)
 
 COMMAND = "daily-refresh"
 TARGET_ORDER: tuple[str, ...] = ("bars", "returns", "emas", "features")
@@ -219,31 +223,65 @@ def _hash(step: Step, ctx: RunContext) -> str | None:
     return hash_parts([step.name, ctx.memo["code"], *parts])
 
 
-def run_one(ctx: RunContext, step: Step, record: RunManifest, past: list[dict]) -> StepReport:
+def start_one(ctx: RunContext, step: Step, record: RunManifest, past: list[dict]) -> Finish:
+    """Start `step`; the function returned gives its report, recorded in the run manifest. A gate
+    step's verdicts come from the gates' worker: they may be waited for later (see run_steps)."""
     blocked = ctx.blocked_by(step.needs)
     if blocked is not None:
         report = StepReport(step.name, SKIPPED, reason=blocked, blocks_downstream=True)
         record.finish(step.name, SKIPPED, error=blocked)
-        return report
+        return lambda: report
     input_hash = _hash(step, ctx)
     if input_hash is not None and cache_enabled(ctx.options.cache):
         hit = cached_stage(past, step.name, input_hash)
         if hit is not None:
-            reason = f"stage cache: inputs unchanged since run {hit}"
             record.finish(step.name, CACHED, error=None, cached_from=hit)
-            return StepReport(step.name, CACHED, reason=reason)
+            cached = StepReport(
+                step.name, CACHED, reason=f"stage cache: inputs unchanged since run {hit}"
+            )
+            return lambda: cached
     record.start(step.name, input_hash)
     started = time.perf_counter()
+    begin = step.start if isinstance(step, GateStep) else _ran(step)
     with record.stage_log(step.name):
         try:
-            report = step.run(ctx)
-        except Exception as exc:  # the step's own failure: reported; the steps needing it skip
-            log.debug("step %s failed", step.name, exc_info=True)
-            reason = one_line(f"{type(exc).__name__}: {exc}")
-            report = StepReport(
-                step.name, FAILED, time.perf_counter() - started, reason=reason,
-                blocks_downstream=True,
-            )  # fmt: skip
+            finish = begin(ctx)
+        except Exception as exc:
+            failure = _failure(step, started, exc)
+            finish = lambda: failure  # noqa: E731
+
+    def finished() -> StepReport:
+        with record.stage_log(step.name):
+            try:
+                report = finish()
+            except Exception as exc:
+                report = _failure(step, started, exc)
+        _record_end(ctx, step, record, report)
+        return report
+
+    return finished
+
+
+def _ran(step: Step) -> Callable[[RunContext], Finish]:
+    """A step run to its end at once, as a start whose finish is its report."""
+
+    def begin(ctx: RunContext) -> Finish:
+        report = step.run(ctx)
+        return lambda: report
+
+    return begin
+
+
+def _failure(step: Step, started: float, exc: Exception) -> StepReport:
+    """The step's own failure: reported; the steps needing it skip."""
+    log.debug("step %s failed", step.name, exc_info=True)
+    return StepReport(
+        step.name, FAILED, time.perf_counter() - started,
+        reason=one_line(f"{type(exc).__name__}: {exc}"), blocks_downstream=True,
+    )  # fmt: skip
+
+
+def _record_end(ctx: RunContext, step: Step, record: RunManifest, report: StepReport) -> None:
     if report.status == SUCCESS:
         # What the result is valid for: the inputs, and the outputs as the step left them.
         record.stage(step.name).input_hash = _hash(step, ctx)
@@ -259,7 +297,6 @@ def run_one(ctx: RunContext, step: Step, record: RunManifest, past: list[dict]) 
     record.finish(
         step.name, report.status, seconds=round(report.seconds, 3), outputs=outputs, error=error
     )
-    return report
 
 
 def _time_left(steps: Sequence[Step], past: list[dict]) -> float | None:
@@ -290,27 +327,50 @@ def warm_imports(steps: Sequence[Step]) -> threading.Thread | None:
     return thread
 
 
+def is_deferred(ctx: RunContext, step: Step, following: Sequence[Step]) -> bool:
+    """Whether the run goes on while `step` finishes: a gate validating in the gates' worker,
+    when the next step does not need it (its verdict is then waited for before the first step
+    that does, or at the end)."""
+    if not isinstance(step, GateStep) or ctx.gate_worker is None or not following:
+        return False
+    return step.name not in ctx.needed_by(following[0].name)
+
+
+def _conclude(ctx: RunContext, name: str, finish: Finish) -> None:
+    report = finish()
+    ctx.reports[name] = report
+    status = f"  {name}: {report.status} in {report.seconds:.1f}s"
+    if report.reason and report.status != SUCCESS:
+        status += f" ({report.reason})"
+    log.log(logging.ERROR if report.failed else logging.INFO, status)
+
+
 def run_steps(ctx: RunContext, steps: Sequence[Step], record: RunManifest) -> None:
     past = past_manifests(runs_dir(), COMMAND, exclude=ctx.run_id)
     progress = Progress(COMMAND, len(steps), quiet=ctx.options.quiet)
+    pending: dict[str, Finish] = {}
     for index, step in enumerate(steps, start=1):
+        for name in [n for n in pending if n in ctx.needed_by(step.name)]:
+            _conclude(ctx, name, pending.pop(name))
         log.info("step %d/%d: %s", index, len(steps), step.name)
         if isinstance(step, GateStep) and ctx.project.loaded():
             # The gate waits for the gates' worker: a core and the interpreter are free (before
             # the project is loaded, its parse has the interpreter).
             warm_imports(steps[index:])
-        report = run_one(ctx, step, record, past)
-        ctx.reports[step.name] = report
-        status = f"  {step.name}: {report.status} in {report.seconds:.1f}s"
-        if report.reason and report.status != SUCCESS:
-            status += f" ({report.reason})"
-        log.log(logging.ERROR if report.failed else logging.INFO, status)
+        finish = start_one(ctx, step, record, past)
+        if is_deferred(ctx, step, steps[index:]):
+            log.info("  %s: validating in the gates' worker while the next steps run", step.name)
+            pending[step.name] = finish
+        else:
+            _conclude(ctx, step.name, finish)
         remaining = steps[index:]
         eta = _time_left(remaining, past)
         if remaining:
             left = f", ~{eta:.0f}s by earlier runs" if eta is not None else ""
             log.info("  remaining: %s%s", ", ".join(s.name for s in remaining), left)
         progress.update(index, step.name, eta=eta)
+    for name, finish in pending.items():
+        _conclude(ctx, name, finish)
 
 
 def _failure_reason(reports: Sequence[StepReport]) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import duckdb
 
-from expectations.gates import SAMPLE_LIMIT, GateSession, GateSettings, Slice
+from expectations.gates import SAMPLE_LIMIT, GateResult, GateSession, GateSettings, Slice
 from expectations.suites import layer_suites
 from ingest.loader import run_load
 from ingest.raw_store import RawStore
@@ -732,9 +732,15 @@ class GateStep:
         return ctx.memo["gate session"]
 
     def run(self, ctx: RunContext) -> StepReport:
+        return self.start(ctx)()
+
+    def start(self, ctx: RunContext) -> Callable[[], StepReport]:
+        """Read the frames and submit the suites; the function returned waits for the verdicts
+        (with the gates' worker, the run may go on meanwhile) and makes the report."""
         started = time.perf_counter()
         if not _changed_anything(ctx.reports.get(self.after)):
-            return StepReport(self.name, SKIPPED, reason=f"'{self.after}' changed nothing")
+            skipped = StepReport(self.name, SKIPPED, reason=f"'{self.after}' changed nothing")
+            return lambda: skipped
         gates = ctx.options.config.gates
         settings = GateSettings(
             max_days_behind=gates.max_days_behind,
@@ -742,13 +748,24 @@ class GateStep:
             sample_rows=SAMPLE_LIMIT,
         )
         session = self._session(ctx)
-        results = []
+        pending = []
         with ctx.reader() as con:
             for layer in self.layers:
                 for slice_ in self._slices(ctx, layer):
                     log.info("  gate %s on %s", layer, slice_.describe())
-                    results.append(session.run(con, layer, slice=slice_, settings=settings))
-        session.build_docs()  # once for the step's layers
+                    pending.append(session.start(con, layer, slice=slice_, settings=settings))
+        session.build_docs()  # once for the step's layers, rendered after their validations
+
+        def finish() -> StepReport:
+            results = [gate.result() for gate in pending]
+            # Until the last verdict came, not until asked for: the run may have gone on.
+            ready = max((gate.ready_at for gate in pending), default=started)
+            return self._report(ctx, results, ready - started)
+
+        return finish
+
+    def _report(self, ctx: RunContext, results: list[GateResult], seconds: float) -> StepReport:
+        """The step's report from its gates' results."""
         lines = []
         for result in results:
             full = result.lines()
@@ -756,7 +773,6 @@ class GateStep:
                 log.info("  %s", line)
             lines += [line for line in full if _kept_in_summary(line)]
         failed = [r for r in results if not r.passed]
-        seconds = time.perf_counter() - started
         if not failed:
             return StepReport(self.name, SUCCESS, seconds, lines=lines)
         symbols, unattributed = gate_exclusions(failed)
