@@ -73,6 +73,17 @@ def test_help_lists_every_command():
         assert flag in ingest_help
 
 
+def test_a_command_imports_only_its_own_module():
+    probe = (
+        "import sys\n"
+        "from quantwarehouse.cli import build_parser\n"
+        "build_parser('daily-refresh').parse_args(['daily-refresh', '--all'])\n"
+        "print('quantwarehouse.commands.production' in sys.modules)"
+    )
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert (found.returncode, found.stdout.strip()) == (0, "False"), found.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
