@@ -1,4 +1,10 @@
-"""Technical indicators of one symbol's daily bars: numpy arrays in, arrays of the same length out.
+"""Technical indicators of daily bars: numpy arrays in, arrays of the same shape out.
+
+Shapes: every function takes one symbol's bars as 1-D arrays (bars,) or a block of symbols as 2-D
+arrays (symbols, bars) and works along the last axis, row by row, with the same arithmetic: a
+symbol's values are the same bits whichever way it is computed. In a block each symbol's bars are
+left-aligned (row i holds symbol i's bars in columns 0..len_i - 1) and NaN pads the row after
+them; since every indicator is causal, the padding never reaches a symbol's own bars.
 
 Conventions (TradingView's, on which the ratings in `ratings.py` are defined):
 - NaN marks a bar whose window is not full yet (warm-up) or where the value is undefined (a zero
@@ -21,78 +27,125 @@ from scipy.signal import lfilter
 FloatArray = npt.NDArray[np.float64]
 
 
-def _sliding(values: FloatArray, length: int, combine: np.ufunc) -> FloatArray:
-    """`combine` (np.add, np.maximum or np.minimum) over each trailing window of `length` values,
-    NaN for the first length - 1 bars and for any window holding a NaN.
+def rolling_sum(values: FloatArray, length: int) -> FloatArray:
+    """The sum of each trailing window of `length` values, NaN for the first length - 1 bars and
+    for any window holding a NaN.
 
     O(n) whatever the length (van Herk / Gil-Werman): within blocks of `length` values, a window
-    is the suffix of one block combined with the prefix of the next, and each partial result
-    combines at most `length` values, so sums stay as accurate as a direct sum of the window.
+    is the suffix of one block plus the prefix of the next, and each partial sum adds at most
+    `length` values, so sums stay as accurate as a direct sum of the window.
     """
-    out = np.full(values.shape, np.nan)
-    count = values.size
+    count = values.shape[-1]
     if length > count:
-        return out
+        return np.full(values.shape, np.nan)
+    rows = values.shape[:-1]
     blocks = -(-count // length)
-    padded = np.full(blocks * length, np.nan)
-    padded[:count] = values
-    grid = padded.reshape(blocks, length)
-    prefix = combine.accumulate(grid, axis=1).ravel()
-    suffix = combine.accumulate(grid[:, ::-1], axis=1)[:, ::-1].ravel()
-    # The window starting at position s ends at s + length - 1, in the next block unless s
-    # starts a block, where the window is that block alone (its suffix from s).
-    windows = count - length + 1
-    result = combine(suffix[:windows], prefix[length - 1 : count])
-    result[::length] = suffix[:windows:length]
-    out[length - 1 :] = result
+    whole = count // length
+    # grid[k, ..., b]: position k of block b (NaN past the end). Positions first, so that each
+    # step of the running sums below is one contiguous call over every block of every row (a
+    # ufunc's accumulate would make one short call per block).
+    grid = np.empty((length, *rows, blocks))
+    by_block = grid.transpose(*range(1, grid.ndim), 0)
+    by_block[..., :whole, :] = values[..., : whole * length].reshape(*rows, whole, length)
+    if whole < blocks:
+        by_block[..., whole, : count - whole * length] = values[..., whole * length :]
+        by_block[..., whole, count - whole * length :] = np.nan
+    positions = grid.reshape(length, -1)  # the blocks of all the rows, row after row
+    prefix = np.empty_like(positions)
+    prefix[0] = positions[0]
+    for k in range(1, length):
+        np.add(prefix[k - 1], positions[k], out=prefix[k])
+    suffix = positions  # summed in place, from the last position down
+    for k in range(length - 2, -1, -1):
+        np.add(suffix[k + 1], suffix[k], out=suffix[k])
+    # windows[n, k]: the window ending at position k of block n, back in bar order. For the last
+    # position, the whole block (its suffix from 0); else it starts at position k + 1 of the block
+    # before: that block's suffix from k + 1 plus this block's prefix up to k.
+    windows = np.empty((positions.shape[1], length))
+    windows[:, -1] = suffix[0]
+    np.add(suffix[1:, :-1], prefix[:-1, 1:], out=windows.T[:-1, 1:])
+    by_row = windows.reshape(*rows, blocks * length)
+    by_row[..., : length - 1] = np.nan  # before a row's first full window (or across two rows)
+    return by_row[..., :count]
+
+
+def _warming_up(shape: tuple[int, ...], bars: int) -> FloatArray:
+    """An array of `shape` to fill from bar `bars` on, NaN before it."""
+    out = np.empty(shape)
+    out[..., :bars] = np.nan
     return out
-
-
-def rolling_sum(values: FloatArray, length: int) -> FloatArray:
-    return _sliding(values, length, np.add)
 
 
 def _ratio(numerator: FloatArray, denominator: FloatArray) -> FloatArray:
     """numerator / denominator, NaN where the denominator is 0 (undefined, not infinite)."""
-    out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = numerator / denominator
+    np.copyto(out, np.nan, where=denominator == 0)
     return out
 
 
 def previous(values: FloatArray, periods: int = 1) -> FloatArray:
     """The value `periods` bars earlier (NaN for the first bars)."""
-    out = np.full(values.shape, np.nan)
-    out[periods:] = values[: max(values.size - periods, 0)]
+    out = _warming_up(values.shape, periods)
+    out[..., periods:] = values[..., : max(values.shape[-1] - periods, 0)]
     return out
 
 
 def _exponential(values: FloatArray, length: int, alpha: float) -> FloatArray:
     """y[i] = alpha * x[i] + (1 - alpha) * y[i-1], seeded with the mean of the first `length` x.
 
-    Leading NaN (an input still warming up) is skipped; NaN after the first value is an error,
-    because the recurrence would carry it to every later bar.
+    Each series (a 1-D input, or each row of a 2-D one) on its own: leading NaN (an input still
+    warming up) is skipped, the series starting at its first value; trailing NaN ends the series
+    (the padding after a shorter symbol in a block) and stays NaN. NaN between a series' first
+    and last values is an error, because the recurrence would carry it to every later bar.
     """
-    out = np.full(values.shape, np.nan)
-    valid = np.flatnonzero(~np.isnan(values))
-    if valid.size == 0:
-        return out
-    start = valid[0]
-    if valid.size != values.size - start:
-        gap = start + int(np.flatnonzero(np.isnan(values[start:]))[0])
-        raise ValueError(f"exponential average input has NaN at position {gap} after its start")
-    seed_at = start + length - 1
-    if seed_at >= values.size:
-        return out
-    out[seed_at] = values[start : seed_at + 1].mean()
-    tail = values[seed_at + 1 :]
-    if tail.size:
-        initial_state = [(1.0 - alpha) * out[seed_at]]
-        out[seed_at + 1 :] = lfilter([alpha], [1.0, alpha - 1.0], tail, zi=initial_state)[0]
-    return out
+    series = np.atleast_2d(values)
+    starts = _series_starts(series, values.ndim)
+    out = np.empty(series.shape)
+    # Series starting on the same bar share a seed window: one filter call per distinct start.
+    for start in sorted(set(starts.tolist())):
+        in_group = starts == start
+        rows = slice(None) if in_group.all() else np.flatnonzero(in_group)
+        seed_at = start + length - 1
+        out[rows, :seed_at] = np.nan  # the whole row if too short to seed, or without a value
+        if seed_at >= series.shape[-1]:
+            continue
+        seed = series[rows, start : seed_at + 1].mean(axis=-1)
+        out[rows, seed_at] = seed
+        if seed_at + 1 < series.shape[-1]:
+            out[rows, seed_at + 1 :] = lfilter(
+                [alpha],
+                [1.0, alpha - 1.0],
+                series[rows, seed_at + 1 :],
+                zi=(1.0 - alpha) * seed[:, np.newaxis],
+            )[0]
+    return out.reshape(values.shape)
+
+
+def _series_starts(series: FloatArray, ndim: int) -> npt.NDArray[np.intp]:
+    """Per row, the position of its first value (the row's width if it has none); a ValueError
+    if a NaN lies between a row's first and last values (`ndim`: the caller's, for the message).
+    """
+    missing = np.isnan(series)
+    width = series.shape[-1]
+    if width == 0:
+        return np.zeros(series.shape[0], np.intp)
+    starts = missing.argmin(axis=-1)
+    starts[missing[np.arange(starts.size), starts]] = width  # no value at all
+    ends = width - missing[:, ::-1].argmin(axis=-1)  # one past the last value; width if none
+    gapped = np.flatnonzero(np.count_nonzero(missing, axis=-1) != width - (ends - starts))
+    if gapped.size:
+        row = gapped[0]
+        position = starts[row] + int(np.flatnonzero(missing[row, starts[row] :])[0])
+        where = f"position {position}" if ndim == 1 else f"row {row}, position {position}"
+        raise ValueError(f"exponential average input has NaN at {where} after its start")
+    return starts
 
 
 def sma(values: FloatArray, length: int) -> FloatArray:
-    return rolling_sum(values, length) / length
+    average = rolling_sum(values, length)
+    average /= length
+    return average
 
 
 def ema(values: FloatArray, length: int) -> FloatArray:
@@ -106,19 +159,49 @@ def rma(values: FloatArray, length: int) -> FloatArray:
 
 def wma(values: FloatArray, length: int) -> FloatArray:
     """Linearly weighted: the newest value has weight `length`, the oldest weight 1."""
-    out = np.full(values.shape, np.nan)
-    if length <= values.size:
-        weights = np.arange(1, length + 1, dtype=np.float64)
-        out[length - 1 :] = sliding_window_view(values, length) @ weights / weights.sum()
+    out = _warming_up(values.shape, length - 1)
+    windows = values.shape[-1] - length + 1
+    if windows > 0:
+        # Summed oldest first from 0, as a dot product of each window with the weights would.
+        weighted = np.zeros((*values.shape[:-1], windows))
+        for offset in range(length):
+            weighted += (offset + 1.0) * values[..., offset : offset + windows]
+        out[..., length - 1 :] = weighted / (length * (length + 1) / 2)
+    return out
+
+
+def _window_extreme(values: FloatArray, length: int, extreme: np.ufunc) -> FloatArray:
+    """`extreme` (np.maximum or np.minimum) of each trailing window of `length` values, NaN for
+    the first length - 1 bars and for any window holding a NaN.
+
+    An extreme is one of the window's values whatever the order it is found in (up to the sign of
+    a zero extreme), so by doubling: the extremes of the windows of 1, 2, 4 ... values up to the
+    largest power of two within `length`, then of the two such windows that cover each window.
+    """
+    out = _warming_up(values.shape, length - 1)
+    count = values.shape[-1]
+    if length > count:
+        return out
+    span = 1
+    spans = values  # spans[..., i]: the extreme of values[..., i : i + span]
+    while 2 * span <= length:
+        spans = extreme(spans[..., :-span], spans[..., span:])
+        span *= 2
+    windows = count - length + 1
+    extreme(
+        spans[..., :windows],
+        spans[..., length - span : length - span + windows],
+        out=out[..., length - 1 :],
+    )
     return out
 
 
 def highest(values: FloatArray, length: int) -> FloatArray:
-    return _sliding(values, length, np.maximum)
+    return _window_extreme(values, length, np.maximum)
 
 
 def lowest(values: FloatArray, length: int) -> FloatArray:
-    return _sliding(values, length, np.minimum)
+    return _window_extreme(values, length, np.minimum)
 
 
 def hull_ma(close: FloatArray, length: int = 9) -> FloatArray:
@@ -198,12 +281,32 @@ def cci(high: FloatArray, low: FloatArray, close: FloatArray, length: int = 20) 
     """Lambert's CCI on the typical price (high + low + close) / 3, with the 0.015 constant."""
     typical = (high + low + close) / 3.0
     average = sma(typical, length)
-    mean_deviation = np.full(typical.shape, np.nan)
-    if length <= typical.size:
-        windows = sliding_window_view(typical, length)
-        deviations = np.abs(windows - average[length - 1 :, None])
-        mean_deviation[length - 1 :] = deviations.mean(axis=1)
-    return _ratio(typical - average, 0.015 * mean_deviation)
+    return _ratio(typical - average, 0.015 * _mean_deviation(typical, average, length))
+
+
+# Values per batch of rows in `_mean_deviation` (float64: 1 MB, a buffer that stays in cache): its
+# windows are `length` times the size of their input.
+WINDOW_BATCH_VALUES = 1 << 17
+
+
+def _mean_deviation(values: FloatArray, average: FloatArray, length: int) -> FloatArray:
+    """Mean absolute deviation of each trailing window of `length` values from `average` on the
+    window's last bar; NaN for the first length - 1 bars."""
+    out = _warming_up(values.shape, length - 1)
+    if length > values.shape[-1]:
+        return out
+    rows, averages, result = (np.atleast_2d(array) for array in (values, average, out))
+    windows = sliding_window_view(rows, length, axis=-1)
+    batch = max(1, WINDOW_BATCH_VALUES // windows[0].size)
+    # C order, so that each window's mean adds contiguous values, as in a 1-D computation
+    buffer = np.empty((min(batch, rows.shape[0]), *windows.shape[1:]))
+    for first in range(0, rows.shape[0], batch):
+        part = slice(first, first + batch)
+        deviations = buffer[: windows[part].shape[0]]
+        np.subtract(windows[part], averages[part, length - 1 :, np.newaxis], out=deviations)
+        np.abs(deviations, out=deviations)
+        result[part, length - 1 :] = deviations.mean(axis=-1)
+    return out
 
 
 def true_range(high: FloatArray, low: FloatArray, close: FloatArray) -> FloatArray:
@@ -227,7 +330,7 @@ def directional_index(
     down_move = previous(low) - low
     plus_dm = np.where((up_move > down_move) & (up_move > 0), up_move, 0.0)
     minus_dm = np.where((down_move > up_move) & (down_move > 0), down_move, 0.0)
-    plus_dm[0] = minus_dm[0] = np.nan  # no previous bar to move from
+    plus_dm[..., 0] = minus_dm[..., 0] = np.nan  # no previous bar to move from
     smoothed_range = rma(true_range(high, low, close), di_length)
     plus_di = 100.0 * _ratio(rma(plus_dm, di_length), smoothed_range)
     minus_di = 100.0 * _ratio(rma(minus_dm, di_length), smoothed_range)

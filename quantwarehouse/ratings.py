@@ -4,12 +4,16 @@ A vote array holds +1 (buy), -1 (sell), 0 (neutral) or NaN where an input is sti
 (or undefined) on that bar; a NaN vote is left out of the mean, not counted as 0. "Rising" and
 "falling" compare with the previous bar; "A crosses above B" means A < B on the previous bar and
 A > B on this one.
+
+Shapes as in `indicators`: one symbol's bars (1-D) or a block of symbols (2-D, symbols x bars),
+along the last axis; votes, tallies and ratings have the shape of their inputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -23,8 +27,12 @@ RATING_LABELS = ("strong_sell", "sell", "neutral", "buy", "strong_buy")
 
 
 def _vote(buy: BoolArray, sell: BoolArray, inputs: Sequence[FloatArray]) -> FloatArray:
-    valid = np.logical_and.reduce([~np.isnan(values) for values in inputs])
-    return np.where(valid, np.where(buy, 1.0, np.where(sell, -1.0, 0.0)), np.nan)
+    """+1 where `buy`, else -1 where `sell`, else 0; NaN where any of `inputs` is NaN."""
+    # buy - (sell and not buy) on the booleans' bytes: far cheaper than on floats
+    vote = (buy.view(np.int8) - (sell & ~buy).view(np.int8)).astype(np.float64)
+    for values in inputs:
+        np.copyto(vote, np.nan, where=np.isnan(values))
+    return vote
 
 
 def _crosses_above(a: FloatArray, b: FloatArray) -> BoolArray:
@@ -162,11 +170,11 @@ class Tally:
     sell: IntArray
     neutral: IntArray
 
-    @property
+    @cached_property
     def used(self) -> IntArray:
         return self.buy + self.sell + self.neutral
 
-    @property
+    @cached_property
     def net(self) -> IntArray:
         return self.buy - self.sell
 
@@ -177,12 +185,16 @@ class Tally:
 
 
 def tally(votes: Sequence[FloatArray]) -> Tally:
-    stacked = np.vstack(votes)
-    return Tally(
-        buy=np.sum(stacked == 1, axis=0),
-        sell=np.sum(stacked == -1, axis=0),
-        neutral=np.sum(stacked == 0, axis=0),
-    )
+    """The counts of a group of votes of one shape, bar by bar."""
+    # Vote after vote into counters of the smallest type that holds them: cheaper than stacking
+    # the votes into one array.
+    counter = np.min_scalar_type(len(votes))
+    counts = {value: np.zeros(votes[0].shape, counter) for value in (1.0, -1.0, 0.0)}
+    for vote in votes:
+        for value, count in counts.items():
+            np.add(count, vote == value, out=count)
+    buy, sell, neutral = (count.astype(np.int64) for count in counts.values())
+    return Tally(buy=buy, sell=sell, neutral=neutral)
 
 
 def _quotient(numerator: IntArray, denominator: IntArray) -> FloatArray:
@@ -207,9 +219,9 @@ def rating_all(ma: Tally, osc: Tally) -> FloatArray:
     return _quotient(*_combined_fraction(ma, osc))
 
 
-def rating_all_label(ma: Tally, osc: Tally) -> npt.NDArray[np.object_]:
-    """The five bands of rating_all: < -0.5 strong_sell, [-0.5, -0.1) sell, [-0.1, 0.1] neutral,
-    (0.1, 0.5] buy, > 0.5 strong_buy; None where there is no rating.
+def rating_all_band(ma: Tally, osc: Tally) -> IntArray:
+    """The band of rating_all as an index into RATING_LABELS: < -0.5 strong_sell, [-0.5, -0.1)
+    sell, [-0.1, 0.1] neutral, (0.1, 0.5] buy, > 0.5 strong_buy; -1 where there is no rating.
 
     Compared on the exact fraction so that a rating of exactly 0.1 is neutral whatever the
     rounding of its float value.
@@ -225,5 +237,14 @@ def rating_all_label(ma: Tally, osc: Tally) -> npt.NDArray[np.object_]:
         [0, 1, 2, 3],
         default=4,
     )
-    labels = np.array(RATING_LABELS, dtype=object)[band]
-    return np.where(denominator > 0, labels, None)
+    return np.where(denominator > 0, band, -1)
+
+
+def band_labels(band: IntArray) -> npt.NDArray[np.object_]:
+    """The RATING_LABELS of bands (`rating_all_band`), None where there is no rating (-1)."""
+    return np.array([*RATING_LABELS, None], dtype=object)[band]
+
+
+def rating_all_label(ma: Tally, osc: Tally) -> npt.NDArray[np.object_]:
+    """The label of rating_all's band (`rating_all_band`); None where there is no rating."""
+    return band_labels(rating_all_band(ma, osc))

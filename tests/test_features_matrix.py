@@ -17,6 +17,7 @@ from dbt_common.invocation import get_invocation_id
 
 from ingest.options import IngestOptions
 from ingest.sources import build_source
+from quantwarehouse import features
 from quantwarehouse.features import (
     BAR_COLUMNS,
     FEATURES_SCHEMA,
@@ -170,6 +171,58 @@ def test_rows_from_a_first_row_equal_those_of_the_whole_history(btc: pd.DataFram
         tail = feature_columns(bars, first_row)
         for name, values in whole.items():
             np.testing.assert_array_equal(tail[name], values[first_row:], err_msg=name)
+
+
+def bars_of_many_lengths(real_sample: Path) -> pd.DataFrame:
+    """The real daily bars (136 to 367 per symbol) and symbols cut shorter than every warm-up
+    (1 and 5 bars) or than some (30), out of symbol order."""
+    frames = [csv_bars(path) for path in sorted(real_sample.glob("*_1d_*.csv"))]
+    cuts = [
+        frames[i].iloc[:size].assign(symbol=f"CUT{size}USDT") for i, size in enumerate((1, 5, 30))
+    ]
+    return pd.concat([*cuts[::-1], *frames[::-1]], ignore_index=True)
+
+
+def emit_day(dates: list[date], day: int | None) -> date:
+    """dates[day] (the last date if there are fewer), or the day after the last for None."""
+    if day is None:
+        return dates[-1] + timedelta(days=1)
+    return dates[min(day, len(dates) - 1)]
+
+
+@pytest.mark.parametrize("block_symbols", [1, 4, 64])
+def test_each_symbol_of_a_block_gets_the_rows_it_gets_alone(
+    real_sample: Path, monkeypatch: pytest.MonkeyPatch, block_symbols: int
+):
+    """Symbols of different lengths computed together (all in one block, or in blocks of 4, or
+    alone) have the rows `feature_columns` gives each one alone, to the bit, NaN included."""
+    monkeypatch.setattr(features, "BLOCK_SYMBOLS", block_symbols)
+    bars = bars_of_many_lengths(real_sample)
+    by_symbol = {symbol: rows for symbol, rows in bars.groupby("symbol")}
+    # Emitting from a symbol's first day, from within its vote look-back, from a later day, from
+    # its last day and from the day after it.
+    days = [0, 1, 2, 3, 40, -1, None]
+    dirty = {
+        symbol: emit_day(rows["bar_date"].dt.date.to_list(), days[i % len(days)])
+        for i, (symbol, rows) in enumerate(by_symbol.items())
+    }
+    for emit_from in (None, dirty):
+        table = features_table(bars, "run", emit_from)
+        assert table.column("symbol").to_pylist() == sorted(table.column("symbol").to_pylist())
+        for symbol, rows in by_symbol.items():
+            arrays = {column: rows[column].to_numpy() for column in BAR_COLUMNS}
+            first_row = 0
+            if emit_from is not None:
+                first_row = int((rows["bar_date"].dt.date < emit_from[symbol]).sum())
+            alone = feature_columns(arrays, first_row)
+            got = table.filter(pa.compute.equal(table.column("symbol"), symbol))
+            assert got.num_rows == len(rows) - first_row
+            for name, values in alone.items():
+                if name == "bar_date":
+                    values = values.astype("datetime64[D]").tolist()
+                column = got.column(name)
+                ours = column.to_pylist() if column.type != pa.float64() else column.to_numpy()
+                np.testing.assert_array_equal(ours, values, err_msg=f"{symbol} {name}")
 
 
 def test_no_bars_make_an_empty_table_with_the_schema():

@@ -10,6 +10,7 @@ the difference has decayed, and pins the project's convention on an independent 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,43 @@ def test_sliding_windows_equal_a_direct_computation_of_each_window(length: int):
             if length <= size:
                 expected[length - 1 :] = reduce(sliding_window_view(values, length), axis=1)
             np.testing.assert_allclose(ours(values, length), expected, rtol=1e-12, atol=1e-9)
+
+
+def one_series_van_herk_sum(values: np.ndarray, length: int) -> np.ndarray:
+    """Rolling sums as a one-series van Herk computes them: running sums within blocks of
+    `length` values by ufunc accumulate, each window the suffix of a block plus a prefix."""
+    out = np.full(values.size, np.nan)
+    if length > values.size:
+        return out
+    blocks = -(-values.size // length)
+    padded = np.full(blocks * length, np.nan)
+    padded[: values.size] = values
+    grid = padded.reshape(blocks, length)
+    prefix = np.add.accumulate(grid, axis=1).ravel()
+    suffix = np.add.accumulate(grid[:, ::-1], axis=1)[:, ::-1].ravel()
+    windows = values.size - length + 1
+    result = suffix[:windows] + prefix[length - 1 : values.size]
+    result[::length] = suffix[:windows:length]
+    out[length - 1 :] = result
+    return out
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 7, 20, 52, 200])
+def test_rolling_sums_add_in_the_order_of_a_one_series_van_herk(length: int):
+    rng = np.random.default_rng(length)
+    series = [rng.lognormal(size=size) * 1e3 for size in (1, 5, 199, 200, 201, 2_000)]
+    for values in series:
+        np.testing.assert_array_equal(
+            ind.rolling_sum(values, length), one_series_van_herk_sum(values, length)
+        )
+
+
+def test_wma_rounds_as_a_dot_product_of_each_window_with_the_weights(daily: list[Bars]):
+    for bars in daily:
+        for length in (3, 4, 9):
+            weights = np.arange(1.0, length + 1)
+            dot_products = sliding_window_view(bars.close, length) @ weights / weights.sum()
+            np.testing.assert_array_equal(ind.wma(bars.close, length)[length - 1 :], dot_products)
 
 
 # -- where TA-Lib and TradingView agree -----------------------------------------------------------
@@ -344,3 +382,132 @@ def test_previous_on_a_series_shorter_than_the_lag_is_all_missing():
     shifted = previous(np.array([1.0, 2.0, 3.0]), 10)
     assert shifted.shape == (3,) and np.isnan(shifted).all()
     assert previous(np.array([1.0, 2.0, 3.0]), 1)[1:].tolist() == [1.0, 2.0]
+
+
+# -- blocks of symbols: 2-D arrays (symbols, bars), each symbol's bars from column 0 --------------
+
+
+def left_aligned(series: list[np.ndarray]) -> np.ndarray:
+    """The series as the rows of a 2-D block, each from column 0 and NaN after it."""
+    block = np.full((len(series), max(len(values) for values in series)), np.nan)
+    for row, values in zip(block, series, strict=True):
+        row[: len(values)] = values
+    return block
+
+
+def every_indicator(high, low, close, volume) -> dict[str, np.ndarray]:
+    """Every indicator of the module on these bars, by name (one entry per output)."""
+    cloud = ind.ichimoku(high, low, 9, 26, 52)
+    directional = ind.directional_index(high, low, close, 14, 14)
+    outputs = {
+        "previous 3": ind.previous(close, 3),
+        "rolling_sum 7": ind.rolling_sum(close, 7),
+        "sma 50": ind.sma(close, 50),
+        "ema 20": ind.ema(close, 20),
+        "rma 14": ind.rma(close, 14),
+        "wma 9": ind.wma(close, 9),
+        "highest 26": ind.highest(high, 26),
+        "lowest 13": ind.lowest(low, 13),
+        "hull_ma": ind.hull_ma(close, 9),
+        "vwma": ind.vwma(close, volume, 20),
+        "donchian_mid 52": ind.donchian_mid(high, low, 52),
+        "ichimoku conversion": cloud.conversion,
+        "ichimoku base": cloud.base,
+        "ichimoku span_a": cloud.span_a,
+        "ichimoku span_b": cloud.span_b,
+        "rsi": ind.rsi(close, 14),
+        "stochastic_fast_k": ind.stochastic_fast_k(close, high, low, 14),
+        "cci": ind.cci(high, low, close, 20),
+        "true_range": ind.true_range(high, low, close),
+        "adx": directional.adx,
+        "plus_di": directional.plus_di,
+        "minus_di": directional.minus_di,
+        "awesome_oscillator": ind.awesome_oscillator(high, low, 5, 34),
+        "momentum": ind.momentum(close, 10),
+        "williams_r": ind.williams_r(high, low, close, 14),
+        "ultimate_oscillator": ind.ultimate_oscillator(high, low, close, 7, 14, 28),
+    }
+    pairs = {
+        "stochastic": ind.stochastic(high, low, close, 14, 3, 3),
+        "macd": ind.macd(close, 12, 26, 9),
+        "stoch_rsi": ind.stoch_rsi(close, 14, 14, 3, 3),
+        "bull_bear_power": ind.bull_bear_power(high, low, close, 13),
+    }
+    for name, (first, second) in pairs.items():
+        outputs |= {f"{name} 1": first, f"{name} 2": second}
+    return outputs
+
+
+def symbols_of_many_lengths(daily: list[Bars]) -> list[tuple[np.ndarray, ...]]:
+    """The real symbols' (high, low, close, volume), and cuts of them shorter than every warm-up
+    (1 and 5 bars) or than some (30, 60)."""
+    full = [(bars.high, bars.low, bars.close, bars.volume) for bars in daily]
+    cuts = [tuple(values[:size] for values in full[i]) for i, size in enumerate((1, 5, 30, 60))]
+    return full + cuts
+
+
+def assert_rows_are_the_series_alone(
+    together: dict[str, np.ndarray],
+    series: list[tuple[np.ndarray, ...]],
+    compute: Callable[..., dict[str, np.ndarray]],
+) -> None:
+    """Row i of each 2-D output in `together` is, to the bit, what `compute` gives series i."""
+    width = max(len(columns[0]) for columns in series)
+    for row, columns in enumerate(series):
+        for name, alone in compute(*columns).items():
+            assert together[name].shape == (len(series), width), name
+            np.testing.assert_array_equal(
+                together[name][row, : len(alone)], alone, err_msg=f"{name}, row {row}"
+            )
+
+
+def test_each_symbol_of_a_block_gets_the_bits_it_gets_alone(daily: list[Bars]):
+    symbols = symbols_of_many_lengths(daily)
+    block = [left_aligned([symbol[i] for symbol in symbols]) for i in range(4)]
+    assert_rows_are_the_series_alone(every_indicator(*block), symbols, every_indicator)
+
+
+def test_cci_of_a_block_in_batches_of_rows_equals_each_row_alone(
+    daily: list[Bars], monkeypatch: pytest.MonkeyPatch
+):
+    symbols = symbols_of_many_lengths(daily)
+    block = [left_aligned([symbol[i] for symbol in symbols]) for i in range(3)]
+    window_values = (block[0].shape[1] - 20 + 1) * 20  # a row's windows of 20 bars
+    assert len(symbols) % 3  # batches of 3 rows leave a partial last one
+    for rows_per_batch in (1, 3):
+        monkeypatch.setattr(ind, "WINDOW_BATCH_VALUES", rows_per_batch * window_values)
+        assert_rows_are_the_series_alone(
+            {"cci": ind.cci(*block, 20)},
+            symbols,
+            lambda high, low, close, volume: {"cci": ind.cci(high, low, close, 20)},
+        )
+
+
+def test_exponential_averages_start_each_row_at_its_own_first_value():
+    # Inputs whose warm-up depends on the data (e.g. a ratio undefined at first) start late.
+    rng = np.random.default_rng(7)
+    rows = [
+        np.r_[np.full(leading, np.nan), rng.normal(size=size)]
+        for leading, size in ((0, 40), (3, 12), (17, 30), (5, 2), (6, 0), (0, 1))
+    ]
+    block = left_aligned(rows)
+    for length in (1, 3, 10):
+        for average in (ind.ema, ind.rma):
+            together = average(block, length)
+            for row, values in enumerate(rows):
+                np.testing.assert_array_equal(together[row, : len(values)], average(values, length))
+    assert np.isnan(ind.ema(block, 3)[2, :19]).all() and not np.isnan(ind.ema(block, 3)[2, 19])
+
+
+def test_ema_refuses_a_gap_inside_a_row_of_a_block_naming_it():
+    block = left_aligned([np.arange(30.0), np.arange(25.0), np.arange(5.0)])
+    block[1, 20] = np.nan
+    with pytest.raises(ValueError, match="NaN at row 1, position 20"):
+        ind.ema(block, 10)
+
+
+def test_ema_leaves_trailing_nan_as_the_end_of_the_series():
+    values = np.r_[np.arange(1.0, 21.0), np.full(4, np.nan)]
+    ours = ind.ema(values, 5)
+    np.testing.assert_array_equal(ours[:20], ind.ema(values[:20], 5))
+    assert np.isnan(ours[20:]).all()

@@ -207,3 +207,60 @@ def test_a_rating_of_exactly_one_tenth_is_stored_as_the_float_one_tenth():
     # 0.8 and -0.6 as in the boundary case above: the stored value must compare equal to 0.1 so
     # that filtering `rating_all > 0.1` agrees with the label.
     assert rt.rating_all(tally_of(12, 0, 3), tally_of(2, 8, 0))[0] == 0.1
+
+
+# -- blocks of symbols: 2-D arrays (symbols, bars), each symbol's bars from column 0 --------------
+
+VOTES = {
+    "ma": lambda x: rt.ma_vote(x[0], x[1]),
+    "ichimoku": lambda x: rt.ichimoku_vote(Ichimoku(x[0], x[1], x[2], x[3]), x[4]),
+    "rsi": lambda x: rt.rsi_vote(x[0]),
+    "cci": lambda x: rt.cci_vote(3 * x[1] - 180),
+    "williams_r": lambda x: rt.williams_r_vote(-x[2]),
+    "stochastic": lambda x: rt.stochastic_vote(x[0], x[1]),
+    "stoch_rsi": lambda x: rt.stoch_rsi_vote(x[0], x[1], x[2], x[3]),
+    "adx": lambda x: rt.adx_vote(x[0], x[1], x[2]),
+    "awesome_oscillator": lambda x: rt.awesome_oscillator_vote(x[3] - 60),
+    "momentum": lambda x: rt.momentum_vote(x[4]),
+    "macd": lambda x: rt.macd_vote(x[0], x[4]),
+    "bull_bear_power": lambda x: rt.bull_bear_power_vote(x[0] - 60, x[1] - 60, x[2], x[3]),
+    "ultimate_oscillator": lambda x: rt.ultimate_oscillator_vote(x[2]),
+}
+
+
+def test_votes_tallies_and_ratings_of_a_block_are_those_of_each_symbol_alone():
+    # Series on a coarse grid of 0..120 (ties, crosses and every band), warming up for a random
+    # number of bars, of lengths from 1 bar to the whole block.
+    rng = np.random.default_rng(11)
+    lengths = [400, 1, 2, 5, 33, 400, 17]
+
+    def warming_up(length: int) -> np.ndarray:
+        warm_up = rng.integers(0, min(length, 4))
+        return np.r_[np.full(warm_up, NAN), rng.integers(0, 13, length - warm_up) * 10.0]
+
+    series = [[warming_up(length) for length in lengths] for _ in range(5)]
+    block = [np.full((len(lengths), max(lengths)), NAN) for _ in series]
+    for rows, inputs in zip(block, series, strict=True):
+        for row, values in zip(rows, inputs, strict=True):
+            row[: len(values)] = values
+
+    def outputs(x: list[np.ndarray]) -> dict[str, np.ndarray]:
+        votes = {name: vote(x) for name, vote in VOTES.items()}
+        first, second = rt.tally(list(votes.values())[:6]), rt.tally(list(votes.values())[6:])
+        return {
+            **votes,
+            **{f"first {kind}": getattr(first, kind) for kind in ("buy", "sell", "neutral")},
+            **{f"second {kind}": getattr(second, kind) for kind in ("buy", "sell", "neutral")},
+            "rating": first.rating,
+            "rating_all": rt.rating_all(first, second),
+            "rating_all_band": rt.rating_all_band(first, second),
+            "rating_all_label": rt.rating_all_label(first, second),
+        }
+
+    together = outputs(block)
+    for name in VOTES:  # the series exercise every vote, not only its warm-up
+        assert {BUY, SELL, NEUTRAL} <= set(together[name][~np.isnan(together[name])]), name
+    for row, length in enumerate(lengths):
+        for name, alone in outputs([inputs[row] for inputs in series]).items():
+            assert together[name].shape == block[0].shape, name
+            np.testing.assert_array_equal(together[name][row, :length], alone, err_msg=name)
