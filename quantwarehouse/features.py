@@ -274,7 +274,8 @@ def checked_bars(bars: pd.DataFrame) -> pd.DataFrame:
 
 def _order_keys(bars: pd.DataFrame) -> tuple[pa.Array, npt.NDArray[np.datetime64]]:
     """The symbols (in Arrow: fast comparisons of strings) and the dates of bars."""
-    return pa.array(bars["symbol"]), bars["bar_date"].to_numpy()
+    # typed: a frame without rows (no dirty symbol) has an untyped symbol column
+    return pa.array(bars["symbol"], type=pa.string()), bars["bar_date"].to_numpy()
 
 
 def _same_as_previous(symbols: pa.Array) -> npt.NDArray[np.bool_]:

@@ -225,6 +225,18 @@ def test_each_symbol_of_a_block_gets_the_rows_it_gets_alone(
                 np.testing.assert_array_equal(ours, values, err_msg=f"{symbol} {name}")
 
 
+def test_no_dirty_symbol_read_from_the_warehouse_makes_an_empty_table():
+    # What the model reads when no symbol is dirty: a frame without rows, its symbol column
+    # untyped object.
+    with duckdb.connect() as con:
+        con.execute(
+            "create table bars_1d (symbol varchar, bar_date date, high double, low double, "
+            "close double, volume double, source_batch_id bigint)"
+        )
+        frame = con.sql(f"select {', '.join(BAR_COLUMNS)} from bars_1d").df()
+    assert features_table(frame, "run", {}).num_rows == 0
+
+
 def test_no_bars_make_an_empty_table_with_the_schema():
     empty = pd.DataFrame({column: [] for column in BAR_COLUMNS})
     table = features_table(empty, "run", {})
