@@ -47,9 +47,10 @@ MONTH_FILE = re.compile(r"^(\d{4}-(?:0[1-9]|1[0-2]))\.parquet$")
 # Staged in the publishing connection, dropped when the publish ends.
 STAGED_MONTHS = "features_matrix__months_to_publish"
 
+MONTH_OF_ROW = "strftime(bar_date, '%Y-%m')"
 MONTHS_SQL = f"""
 select
-    strftime(bar_date, '%Y-%m') as month,
+    {MONTH_OF_ROW} as month,
     count(*) as row_count,
     -- One string per row: DuckDB's hash of several values combines theirs, and a combination
     -- xored over rows can cancel (an even number of rows written by one run).
@@ -101,14 +102,7 @@ def published_fingerprints(folder: Path) -> dict[str, str]:
     return found
 
 
-def _month_bounds(month: str) -> tuple[str, str]:
-    year, number = (int(part) for part in month.split("-"))
-    following = f"{year + number // 12:04d}-{number % 12 + 1:02d}"
-    return f"{month}-01", f"{following}-01"
-
-
 def _write_month(con: duckdb.DuckDBPyConnection, month: MonthRows, path: Path) -> None:
-    start, end = _month_bounds(month.month)
     metadata = {
         "quantwarehouse.source_model": "features_matrix",
         "quantwarehouse.source_batch_id": ""
@@ -120,7 +114,7 @@ def _write_month(con: duckdb.DuckDBPyConnection, month: MonthRows, path: Path) -
     }
     query = (
         f"select * from {STAGED_MONTHS} "
-        f"where bar_date >= date '{start}' and bar_date < date '{end}' order by bar_date, symbol"
+        f"where {MONTH_OF_ROW} = '{month.month}' order by bar_date, symbol"
     )
     copy_parquet_atomic(con, query, path, metadata)
 
@@ -131,7 +125,7 @@ def _stage(con: duckdb.DuckDBPyConnection, months: list[MonthRows], columns: lis
     con.execute(
         f"create or replace temp table {STAGED_MONTHS} as "
         f"select {', '.join(columns)} from {FEATURES_MATRIX_RELATION} "
-        f"where strftime(bar_date, '%Y-%m') in ({listed})"
+        f"where {MONTH_OF_ROW} in ({listed})"
     )
 
 
