@@ -128,9 +128,8 @@ def indicator_values(
         "momentum_10": ind.momentum(close, 10),
     }
     values["macd"], values["macd_signal"] = ind.macd(close, 12, 26, 9)
-    # ind.stoch_rsi(close, 14, 14, 3, 3), from the RSI 14 above rather than a second one
     rsi = values["rsi_14"]
-    values["stoch_rsi_k"], values["stoch_rsi_d"] = ind.stochastic(rsi, rsi, rsi, 14, 3, 3)
+    values["stoch_rsi_k"], values["stoch_rsi_d"] = ind.stochastic_of_rsi(rsi, 14, 3, 3)
     values["williams_r_14"] = ind.williams_r(high, low, close, 14)
     values["bull_power_13"], values["bear_power_13"] = ind.bull_bear_power(high, low, close, 13)
     values["ultimate_oscillator"] = ind.ultimate_oscillator(high, low, close, 7, 14, 28)

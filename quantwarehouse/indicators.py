@@ -367,7 +367,16 @@ def stoch_rsi(
     d_smoothing: int = 3,
 ) -> tuple[FloatArray, FloatArray]:
     """TradingView's Stoch RSI (K, D): the slow stochastic of RSI itself (its own high and low)."""
-    rsi_values = rsi(close, rsi_length)
+    return stochastic_of_rsi(rsi(close, rsi_length), stoch_length, k_smoothing, d_smoothing)
+
+
+def stochastic_of_rsi(
+    rsi_values: FloatArray,
+    stoch_length: int = 14,
+    k_smoothing: int = 3,
+    d_smoothing: int = 3,
+) -> tuple[FloatArray, FloatArray]:
+    """`stoch_rsi` from RSI values already computed."""
     return stochastic(rsi_values, rsi_values, rsi_values, stoch_length, k_smoothing, d_smoothing)
 
 

@@ -612,3 +612,36 @@ def test_all_ingests_the_configured_source_and_a_gate_failure_stops_only_its_sym
     assert "quality gates failed" in hook.body["title"]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: daily-refresh failed: step 'gate raw' failed: 1 expectations")
+
+
+@pytest.mark.slow
+def test_a_gate_validating_beside_the_next_step_still_fails_the_run_and_alerts(
+    base, tmp_path, alert_server
+):
+    """gate emas validates while build features runs (the features read the bars, not the EMAs).
+    A corrupted EMA carry of CCC (its recursion state negative) makes CCC's new EMA rows negative:
+    the run goes on to the end, then fails on that gate's verdict, alerts and records it."""
+    space = base.copy(tmp_path / "space")
+    space.load(new_days(NEW_DAY, NEW_DAY))
+    with duckdb.connect(str(space.warehouse)) as con:
+        con.execute(
+            "update state.emas_1d__carry set ema_bar = -1e9, ema_v2 = -1e9 where symbol = 'CCCUSDT'"
+        )
+    env = {"QWH_ALERT_WEBHOOK_URL": f"{alert_server.base}/hook"}
+    result = space.cli(
+        "daily-refresh", *BUILD, "--validate", "--alert-on-error", "--verbose", env=env
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "gate emas: failed" in result.stdout
+    assert "FAILED ema > 0" in result.stdout
+    manifest = manifest_of(result)
+    statuses = {s["name"]: s["status"] for s in manifest["stages"]}
+    assert statuses["gate emas"] == FAILED
+    assert statuses["build features"] == statuses["publish features matrix"] == SUCCESS
+    gate_end = stage(manifest, "gate emas")["finished_at"]
+    assert stage(manifest, "build features")["started_at"] < gate_end  # it was deferred
+    assert space.last_days("features_matrix") == {s: NEW_DAY for s in SYMBOLS}
+    (hook,) = alert_server.received
+    assert "quality gates failed" in hook.body["title"]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: daily-refresh failed: step 'gate emas' failed"), last
