@@ -52,7 +52,7 @@
 {#
     The CTEs `scoped_days` (the daily rows a family run reads: on an incremental run, each dirty
     symbol's rows from the earliest `start_column` of the CTE `starts`, compared with the daily
-    rows' `day_column`), `symbols` (numbered_symbols()) and `days` (ranked_daily_bars()), each
+    rows' `day_column`), `symbols` (numbered_symbols()) and `days` (numbered_daily_bars()), each
     followed by a comma.
 #}
 {% macro family_days(sequenced, day_column, starts, start_column) %}
@@ -76,14 +76,14 @@
     ),
 
     days as (
-        {{ ranked_daily_bars('scoped_days', 'symbols') }}
+        {{ numbered_daily_bars('scoped_days', 'symbols') }}
     ),
 {% endmacro %}
 
 {#
     Snapshot rows of bars.
       placed      one row per (symbol, tf, daily row): symbol_id, tf_id, bar_seq and the columns of
-                  ranked_daily_bars() (day_seq, bar_date, OHLCV, times, ranks, next_bar_date,
+                  numbered_daily_bars() (day_seq, bar_date, OHLCV, times, next_bar_date,
                   next_gap_start, last_gap_end, source_batch_id)
       symbols     numbered_symbols()
       timeframes  timeframes_relation()
@@ -98,7 +98,7 @@
     span rows, so only their interior can miss days.
 
     time_high / time_low are those of the earliest daily row reaching the running high / low: the
-    row with the largest high_rank / smallest low_rank so far (ranks that order ties by date).
+    arg-max of (high, -day_seq) / arg-min of (low, day_seq) so far (equal extremes: the earliest).
 
     Cost: every row goes through one sorted window pass, which carries every column of its input
     through its sort: the pass gets only the columns it needs and partitions by one bigint per bar.
@@ -109,8 +109,7 @@
     far (open, high, low, volumes, extremes' times, batch, first row and its next gap, days
     counted). Being the first row of its bar in the window, the seed gives the running values of
     the later rows of that bar, so a one-day refresh reads two rows per bar, not the whole forming
-    bar (up to a year of days). The extremes' ranks are then taken within each bar (seeds
-    included) instead of per symbol: only their order within a bar matters. The seed's own row
+    bar (up to a year of days). The seed's own row
     is written again only when its missing days at the bar's end changed (the symbol's next row
     now lies in a later bar, past missing days): everything else in it is carried as stored. An
     appended day then writes only its own rows, and symbol_range deletes nothing. bars_multi_tf
@@ -133,10 +132,7 @@
             quote_volume,
             time_high,
             time_low,
-            {% if seeds is none -%}
-                high_rank,
-                low_rank,
-            {%- else -%}
+            {% if seeds is not none -%}
                 cast(null as integer) as stored_missing_end,
             {%- endif %}
             source_batch_id,
@@ -169,20 +165,6 @@
         {% endif %}
     ),
 
-    {% if seeds is not none %}
-        ranked as (
-            select
-                *,
-                row_number() over (
-                    partition by bar_key order by high asc nulls first, day_seq desc nulls last
-                ) as high_rank,
-                row_number() over (
-                    partition by bar_key order by low asc nulls last, day_seq asc nulls last
-                ) as low_rank
-            from keyed
-        ),
-    {% endif %}
-
     running as (
         select
             bar_key,
@@ -199,13 +181,13 @@
             first_value(open) over bar_so_far as bar_open,
             first_value(next_gap_start) over bar_so_far as first_row_next_gap_start,
             max(high) over bar_so_far as bar_high,
-            max_by(time_high, high_rank) over bar_so_far as bar_time_high,
+            max_by(time_high, (high, -day_seq)) over bar_so_far as bar_time_high,
             min(low) over bar_so_far as bar_low,
-            min_by(time_low, low_rank) over bar_so_far as bar_time_low,
+            min_by(time_low, (low, day_seq)) over bar_so_far as bar_time_low,
             sum(volume) over bar_so_far as bar_volume,
             sum(quote_volume) over bar_so_far as bar_quote_volume,
             max(source_batch_id) over bar_so_far as bar_source_batch_id
-        from {{ 'ranked' if seeds is not none else 'keyed' }}
+        from keyed
         window bar_so_far as (
             partition by bar_key order by day_seq asc nulls last
             rows between unbounded preceding and current row
@@ -309,23 +291,14 @@
 {% endmacro %}
 
 {#
-    The rows of `days` (int_bars_1d_sequenced rows) with their symbol's number from `symbols`, the
-    first missing day of the first gap after each row (next_gap_start), and two ranks per symbol
-    that make the earliest extreme of a bar a plain arg-max: high_rank orders rows by high, equal
-    highs earliest last; low_rank orders rows by low, equal lows earliest first. Only their order
-    within one run matters (they are not stored).
+    The rows of `days` (int_bars_1d_sequenced rows) with their symbol's number from `symbols` and
+    the first missing day of the first gap after each row (next_gap_start).
 #}
-{% macro ranked_daily_bars(days, symbols) %}
+{% macro numbered_daily_bars(days, symbols) %}
     select
         d.*,
         s.symbol_id,
-        g.gap_start as next_gap_start,
-        row_number() over (
-            partition by s.symbol_id order by d.high asc nulls first, d.day_seq desc nulls last
-        ) as high_rank,
-        row_number() over (
-            partition by s.symbol_id order by d.low asc nulls last, d.day_seq asc nulls last
-        ) as low_rank
+        g.gap_start as next_gap_start
     from {{ days }} as d
     inner join {{ symbols }} as s on d.symbol = s.symbol
     left join (

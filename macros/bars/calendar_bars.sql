@@ -50,25 +50,23 @@
                           is_partial_start (bars_cal_anchor_*)
 #}
 {% macro calendar_bar_family(week_system, timeframes, keep_partial_first) %}
-    with sequenced as (
-        select * from {{ ref('int_bars_1d_sequenced') }}
-    ),
-
-    timeframes as (
+    {#- Read where it is used, not through a CTE: DuckDB would materialize the whole table. -#}
+    {%- set sequenced = ref('int_bars_1d_sequenced') %}
+    with timeframes as (
         {{ timeframes_relation(timeframes) }}
     ),
 
     {% if is_incremental() %}
         dirty as (
-            {{ dirty_symbols(ref('int_bars_1d_sequenced'), 'bar_date') }}
+            {{ dirty_symbols(sequenced, 'bar_date') }}
         ),
 
         emit as (
-            {{ emit_points('sequenced') }}
+            {{ emit_points(sequenced) }}
         ),
     {% endif %}
 
-    {{ family_days('sequenced', 'bar_date', 'emit', 'emit_from') }}
+    {{ family_days(sequenced, 'bar_date', 'emit', 'emit_from') }}
 
     period_index as (
         select
@@ -127,7 +125,7 @@
 
     {% if is_incremental() %}
         seeds as (
-            {{ carried_seeds('sequenced', 'days', 'symbols', 'timeframes') }}
+            {{ carried_seeds(sequenced, 'days', 'symbols', 'timeframes') }}
         ),
     {% endif %}
 

@@ -11,17 +11,15 @@
 -- inserted before others (a gap filled later, a backfill) moves every later row: the recompute
 -- starts at the bar holding it.
 
-with sequenced as (
-    select * from {{ ref('int_bars_1d_sequenced') }}
-),
-
-timeframes as (
+{#- Read where it is used, not through a CTE: DuckDB would materialize the whole table. -#}
+{%- set sequenced = ref('int_bars_1d_sequenced') %}
+with timeframes as (
     {{ timeframes_relation(multi_tf_timeframes()) }}
 ),
 
 {% if is_incremental() %}
     dirty as (
-        {{ dirty_symbols(ref('int_bars_1d_sequenced'), 'bar_date') }}
+        {{ dirty_symbols(sequenced, 'bar_date') }}
     ),
 
     -- Per symbol and timeframe, the first row of the bar holding the earliest touched day.
@@ -30,13 +28,13 @@ timeframes as (
             s.symbol,
             t.tf_id,
             cast(floor((s.day_seq - 1) / (1.0 * t.tf_units)) as bigint) * t.tf_units + 1 as day_seq
-        from sequenced as s
+        from {{ sequenced }} as s
         inner join dirty on s.symbol = dirty.symbol and s.bar_date = dirty.dirty_from
         cross join timeframes as t
     ),
 {% endif %}
 
-{{ family_days('sequenced', 'day_seq', 'recompute_from', 'day_seq') }}
+{{ family_days(sequenced, 'day_seq', 'recompute_from', 'day_seq') }}
 
 placed as (
     select
