@@ -379,7 +379,7 @@ def daily_bar_suites() -> tuple[SuiteSpec, ...]:
 def family_suites(name: str, keeps_every_day: bool) -> tuple[SuiteSpec, ...]:
     table = family_table(name)
     rows = SuiteSpec(
-        f"bars.{name}",
+        f"bar_families.{name}",
         table,
         (
             columns_present(
@@ -415,7 +415,7 @@ def family_suites(name: str, keeps_every_day: bool) -> tuple[SuiteSpec, ...]:
         )
     )
     coverage = SuiteSpec(
-        f"bars.{name}.coverage",
+        f"bar_families.{name}.coverage",
         table,
         (row_count, between("orphan_rows", 0, 0, notes="every row's day has a daily bar")),
         frame=frames.family_coverage(table.relation),
@@ -426,13 +426,12 @@ def family_suites(name: str, keeps_every_day: bool) -> tuple[SuiteSpec, ...]:
     return rows, coverage
 
 
-def bars_suites() -> tuple[SuiteSpec, ...]:
-    families = (
+def bar_family_suites() -> tuple[SuiteSpec, ...]:
+    return tuple(
         suite
         for name, keeps_every_day in BAR_FAMILIES.items()
         for suite in family_suites(name, keeps_every_day)
     )
-    return (*daily_bar_suites(), *families)
 
 
 def returns_suites() -> tuple[SuiteSpec, ...]:
@@ -583,7 +582,9 @@ def features_suites() -> tuple[SuiteSpec, ...]:
 LAYERS: dict[str, tuple[SuiteSpec, ...]] = {
     "raw": raw_suites(),
     "staging": staging_suites(),
-    "bars": bars_suites(),
+    "bars": daily_bar_suites(),
+    # Its own layer: only the EMAs read the families, so their gate need not hold up the returns.
+    "bar_families": bar_family_suites(),
     "returns": returns_suites(),
     "emas": emas_suites(),
     "features": features_suites(),

@@ -232,9 +232,9 @@ def test_dry_run_prints_the_plan_changes_nothing_and_rotates_logs(base, tmp_path
     assert "nothing is changed" in out
     steps = re.findall(r"^step (\d+)/(\d+): (.+)$", out, re.MULTILINE)
     assert [name for _, _, name in steps] == [
-        "ingest", "gate raw", "build bars", "gate bars", "build returns and marts",
-        "gate returns", "publish returns matrix", "build emas", "gate emas", "build features",
-        "gate features", "publish features matrix",
+        "ingest", "gate raw", "build bars", "gate bars", "gate bar families",
+        "build returns and marts", "gate returns", "publish returns matrix", "build emas",
+        "gate emas", "build features", "gate features", "publish features matrix",
     ]  # fmt: skip
     assert "load from synthetic (preset=demo" in out
     pending = f"4 symbols pending now ({', '.join(SYMBOLS)})"

@@ -45,6 +45,7 @@ REVISED = ("CCCUSDT", START + timedelta(days=40))  # a late revision: CCC is rew
 BUILD = ("--bars", "--returns", "--emas", "--features")
 BUILD_STEPS = {
     "bars": "build bars",
+    "bar_families": "build bars",
     "returns": "build returns and marts",
     "emas": "build emas",
     "features": "build features",
@@ -224,7 +225,7 @@ def written_row(refreshed: Refreshed, table: str, layer: str) -> dict[str, objec
 @pytest.mark.parametrize(
     ("layer", "table", "keys"),
     [
-        ("bars", "bars_cal_us", ("symbol", "tf", "bar_date")),
+        ("bar_families", "bars_cal_us", ("symbol", "tf", "bar_date")),
         ("emas", "emas_multi_tf", ("symbol", "tf", "period", "bar_date")),
     ],
 )
@@ -295,8 +296,8 @@ def test_a_missing_day_in_a_touched_bar_family_fails_the_coverage(refreshed, tmp
             [symbol, day],
         ),
     )
-    result = copy.gate("bars")
-    found = failure(result, "bars.bars_multi_tf.coverage: row_count == daily_bar_rows")
+    result = copy.gate("bar_families")
+    found = failure(result, "bar_families.bars_multi_tf.coverage: row_count == daily_bar_rows")
     assert found.unexpected_count == 1
     assert [(r["symbol"], r["tf"]) for r in found.sample_rows] == [(symbol, "7d")]
 

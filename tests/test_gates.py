@@ -651,7 +651,7 @@ def test_validate_command_refuses_an_unknown_layer(clean):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: --layers: unknown layer nope; expected some of "
-        "raw, staging, bars, returns, emas, features"
+        "raw, staging, bars, bar_families, returns, emas, features"
     )
 
 

@@ -13,7 +13,7 @@ import duckdb
 from quantwarehouse.dbt import DbtResult, NodeResult
 from quantwarehouse.refresh.config import load_refresh_config
 from quantwarehouse.refresh.context import RefreshOptions, RunContext
-from quantwarehouse.refresh.runner import is_deferred, target_steps
+from quantwarehouse.refresh.runner import TARGET_ORDER, is_deferred, target_steps
 from quantwarehouse.refresh.steps import clipped, gate_exclusions, merged_models, shown
 
 
@@ -139,6 +139,18 @@ def test_a_gate_the_next_step_does_not_need_validates_while_the_run_goes_on():
     assert deferred == ["gate emas"]
     ctx.gate_worker = None  # validating in this process: each gate ends before the next step
     assert not any(is_deferred(ctx, step, steps[i + 1 :]) for i, step in enumerate(steps))
+
+
+def test_the_bar_families_gate_holds_up_only_the_emas():
+    steps = [step for target in TARGET_ORDER for step in target_steps(target, True)]
+    ctx = context({step.name: step.needs for step in steps})
+    ctx.gate_worker = object()  # type: ignore[assignment]
+    deferred = [step.name for i, step in enumerate(steps) if is_deferred(ctx, step, steps[i + 1 :])]
+    # gate bars ends before build returns and marts: only the families' verdicts wait longer
+    assert deferred == ["gate bars", "gate bar families", "gate emas"]
+    assert "gate bar families" in ctx.needed_by("build emas")
+    for step in ("build returns and marts", "publish returns matrix", "build features"):
+        assert "gate bars" in ctx.needed_by(step) and "gate bar families" not in ctx.needed_by(step)
 
 
 def test_the_modules_of_later_python_models_are_imported_ahead_in_the_background():

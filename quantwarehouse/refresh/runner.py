@@ -97,15 +97,18 @@ BARS_NEEDS = ("build bars", "gate bars")
 
 def target_steps(target: str, validate: bool) -> list[Step]:
     """A target's steps in order; its gate steps only with `validate`."""
-    gate = {
-        "ingest": GateStep("gate raw", ("raw",), after="ingest", needs=("ingest",)),
-        "bars": GateStep("gate bars", ("staging", "bars"), after="build bars",
-                         needs=("build bars",)),
-        "returns": GateStep("gate returns", ("returns",), after="build returns and marts",
-                            needs=("build returns and marts",)),
-        "emas": GateStep("gate emas", ("emas",), after="build emas", needs=("build emas",)),
-        "features": GateStep("gate features", ("features",), after="build features",
-                             needs=("build features",)),
+    gates = {
+        "ingest": [GateStep("gate raw", ("raw",), after="ingest", needs=("ingest",))],
+        "bars": [
+            GateStep("gate bars", ("staging", "bars"), after="build bars", needs=("build bars",)),
+            GateStep("gate bar families", ("bar_families",), after="build bars",
+                     needs=("build bars",)),
+        ],
+        "returns": [GateStep("gate returns", ("returns",), after="build returns and marts",
+                             needs=("build returns and marts",))],
+        "emas": [GateStep("gate emas", ("emas",), after="build emas", needs=("build emas",))],
+        "features": [GateStep("gate features", ("features",), after="build features",
+                              needs=("build features",))],
     }[target]  # fmt: skip
     build: dict[str, list[Step]] = {
         "ingest": [IngestStep()],
@@ -119,7 +122,7 @@ def target_steps(target: str, validate: bool) -> list[Step]:
             DbtStep(
                 "build emas",
                 ("emas",),
-                BARS_NEEDS,
+                (*BARS_NEEDS, "gate bar families"),
                 checks_inputs=True,
                 ema_filtered=True,
                 imports=("quantwarehouse.ema_models",),
@@ -145,7 +148,7 @@ def target_steps(target: str, validate: bool) -> list[Step]:
                         publish_features_matrix, needs=("build features", "gate features"))
         ],
     }  # fmt: skip
-    return [*build[target], *([gate] if validate else []), *publish.get(target, [])]
+    return [*build[target], *(gates if validate else []), *publish.get(target, [])]
 
 
 def build_steps(options: RefreshOptions) -> list[Step]:
