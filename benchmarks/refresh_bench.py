@@ -8,7 +8,8 @@ ingested up to the day before its last, then every layer built by `daily-refresh
   day, in the base's folder (its warehouse restored, its dbt target kept, as on an operator's
   machine, where dbt has parsed the project before): the operator's daily command for one new
   day (ingest, bars, returns, EMAs, features, their quality gates, the published files). Wall
-  time, the time of each step (from the run manifest), against the full build; the goal is
+  time, the time of each step (from the run manifest), the time outside any step (start-up, parse,
+  summary, final checkpoint) and what the gates add alone, against the full build; the goal is
   under 15 s on 2 cores.
 - dbt_invocation_overhead: how to invoke dbt. The models of the four dbt steps of the same
   one-day refresh (`dbt run`, the invocation without the data tests) on two copies: in-process
@@ -24,7 +25,7 @@ import os
 import shutil
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -197,10 +198,33 @@ def refresh_one_day(workdir: Path) -> Metrics:
         if "dbt_seconds" in outputs:
             figures[f"step {record['name']} dbt nodes s"] = outputs["node_seconds"]
     figures["steps_total_s"] = round(sum(steps.values()), 1)
-    figures["startup_and_parse_s"] = round(wall - sum(steps.values()), 1)
-    gates = sum(v for k, v in steps.items() if k.startswith("gate "))
-    figures["refresh_without_gates_s"] = round(wall - gates, 1)
+    # A deferred gate overlaps the steps after it: count wall time, not the steps' sum.
+    stages = manifest["stages"]
+    everything = covered(step_intervals(stages))
+    builds = step_intervals([s for s in stages if not s["name"].startswith("gate ")])
+    figures["outside_steps_s"] = round(wall - everything, 1)
+    figures["gates_alone_s"] = round(everything - covered(builds), 1)
+    figures["refresh_without_gates_s"] = round(wall - (everything - covered(builds)), 1)
     return figures
+
+
+def step_intervals(stages: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(start, end) of each stage's work, in seconds since the epoch."""
+    intervals = []
+    for stage in stages:
+        start = datetime.fromisoformat(stage["started_at"]).timestamp()
+        intervals.append((start, start + (stage["seconds"] or 0.0)))
+    return intervals
+
+
+def covered(intervals: list[tuple[float, float]]) -> float:
+    """The length of the union of `intervals`."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 IN_PROCESS = """

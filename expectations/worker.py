@@ -13,8 +13,9 @@ Protocol (pickles over the worker's stdin and a private copy of its stdout, answ
 ("validate", suite name, frames, scope, settings) -> ("outcome", SuiteOutcome);
 ("docs",) -> ("docs", None or the error); any request can be answered ("error", text).
 Requests are sent without waiting for the answers before them (`submit`): the gate reads the next
-suite's frames while the worker validates, and a run can go on while a gate's suites validate. A
-thread reads the answers as they come, so neither side ever blocks on a full pipe.
+suite's frames while the worker validates, and a run can go on while a gate's suites validate. One
+thread writes the requests and another reads the answers: the worker takes a suite's frames off
+the pipe only when done with the suite before, and the run must not wait on that full pipe.
 """
 
 from __future__ import annotations
@@ -81,6 +82,16 @@ class GateWorker:
         self._answers: queue.Queue[tuple[str, Any, float] | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read_answers, name="gate-answers", daemon=True)
         self._reader.start()
+        self._requests: queue.Queue[tuple[Any, ...] | None] = queue.Queue()  # None: no more
+        self._writer = threading.Thread(
+            target=self._write_requests, name="gate-requests", daemon=True
+        )
+        self._writer.start()
+
+    @property
+    def pid(self) -> int:
+        """The worker process's id."""
+        return self._process.pid
 
     def submit(
         self, spec: SuiteSpec, frames: Frames, scope: str, settings: GateSettings
@@ -102,22 +113,28 @@ class GateWorker:
             for number in self._docs:
                 self._answer(number)
         finally:
-            if self._process.stdin is not None:
-                with contextlib.suppress(BrokenPipeError):  # it stopped already
-                    self._process.stdin.close()
+            self._requests.put(None)  # the writer then closes the worker's stdin: it exits
+            self._writer.join()
             self._process.wait()
             self._reader.join()
 
     def _send(self, request: tuple[Any, ...]) -> int:
-        """Send `request`; its number, by which `_answer` finds its answer."""
-        assert self._process.stdin is not None
-        try:
-            pickle.dump(request, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self._process.stdin.flush()
-        except BrokenPipeError as exc:
-            raise self._stopped() from exc
+        """Queue `request` for the worker; its number, by which `_answer` finds its answer."""
+        self._requests.put(request)
         self._sent += 1
         return self._sent - 1
+
+    def _write_requests(self) -> None:
+        assert self._process.stdin is not None
+        try:
+            while (request := self._requests.get()) is not None:
+                pickle.dump(request, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                self._process.stdin.flush()
+        except OSError:
+            pass  # it stopped (a broken pipe): the requests still unanswered fail when waited for
+        finally:
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()
 
     def _read_answers(self) -> None:
         assert self._process.stdout is not None

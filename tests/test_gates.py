@@ -9,7 +9,10 @@ the failing gates. Reading in chunks smaller than a table covers every row once.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import signal
+import threading
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -25,6 +28,7 @@ from expectations.gates import (
     GateResult,
     GateSession,
     GateSettings,
+    PendingGate,
     Slice,
     run_gate,
 )
@@ -507,9 +511,37 @@ def test_a_worker_sent_every_suite_at_once_finds_what_the_gate_process_finds(bro
     assert "bars.bars_1d" in report
 
 
+def test_a_busy_worker_does_not_hold_up_the_gate_sending_it_suites(clean, clean_results, tmp_path):
+    """The worker takes a suite's frames off the pipe only when done with the suite before; the
+    gate must not wait on that. A paused worker stands for a busy one: the gate's suites (whole
+    tables, more than a pipe holds) are all handed over at once, and validated once it resumes."""
+    layers = ("bars", "bar_families", "returns")
+    worker = GateWorker(tmp_path / "run")
+    os.kill(worker.pid, signal.SIGSTOP)
+    session = GateSession(tmp_path / "run", validator=worker)
+    pending: list[PendingGate] = []
+
+    def start_gates() -> None:
+        with clean.connect() as con:
+            pending.extend(session.start(con, layer) for layer in layers)
+
+    sender = threading.Thread(target=start_gates)
+    sender.start()
+    sender.join(timeout=60)
+    handed_over = not sender.is_alive()
+    os.kill(worker.pid, signal.SIGCONT)
+    sender.join()
+    try:
+        assert handed_over, "the gate waited for the paused worker"
+        for layer, gate in zip(layers, pending, strict=True):
+            assert gate.result().suites == clean_results[layer].suites, layer
+    finally:
+        worker.close()
+
+
 def test_a_stopped_worker_fails_the_gate_naming_its_log(clean, tmp_path):
     worker = GateWorker(tmp_path / "run")
-    worker._process.kill()
+    os.kill(worker.pid, signal.SIGKILL)
     session = GateSession(tmp_path / "run", validator=worker)
     with clean.connect() as con, pytest.raises(GateWorkerError, match=r"stopped.*gate_worker.log"):
         session.run(con, "returns")
