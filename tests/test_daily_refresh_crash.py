@@ -23,6 +23,7 @@ import duckdb
 import pytest
 
 from quantwarehouse.paths import REPO_ROOT
+from quantwarehouse.refresh.runner import ALL_TARGETS, target_steps
 from tests.incremental_harness import compare_table, copy_warehouse, parsed_project
 from tests.test_crash_safety import (
     SEED,
@@ -41,7 +42,8 @@ pytestmark = pytest.mark.slow
 SYMBOLS = ("BUDOBUSDT", "FEREUSDT", "GUFOZUSDT", "PETISBTC")
 LAST_DAY = "2025-06-24"  # the tiny preset's last day
 DAY_BEFORE = "2025-06-23"
-STEPS = 12  # --all: ingest, gates and builds of every layer, two published files
+# --all: ingest, gates and builds of every layer, two published files
+STEPS = len([step for target in ALL_TARGETS for step in target_steps(target, True)])
 BATCH_COLUMNS = {"model": ("source_batch_id",), "state": ("last_batch_id",)}
 
 
