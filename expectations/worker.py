@@ -75,6 +75,7 @@ class GateWorker:
                 cwd=REPO_ROOT,
             )
         self._sent = 0  # requests sent, numbered from 0; answers come in the same order
+        self._sending = threading.Lock()
         self._received = 0
         self._arrived: dict[int, tuple[str, Any, float]] = {}
         self._docs: list[int] = []
@@ -119,10 +120,12 @@ class GateWorker:
             self._reader.join()
 
     def _send(self, request: tuple[Any, ...]) -> int:
-        """Queue `request` for the worker; its number, by which `_answer` finds its answer."""
-        self._requests.put(request)
-        self._sent += 1
-        return self._sent - 1
+        """Queue `request` for the worker; its number, by which `_answer` finds its answer.
+        Gates may send from several threads (a gate reading its frames in the background)."""
+        with self._sending:
+            self._requests.put(request)
+            self._sent += 1
+            return self._sent - 1
 
     def _write_requests(self) -> None:
         assert self._process.stdin is not None

@@ -332,11 +332,13 @@ def warm_imports(steps: Sequence[Step]) -> threading.Thread | None:
 
 def is_deferred(ctx: RunContext, step: Step, following: Sequence[Step]) -> bool:
     """Whether the run goes on while `step` finishes: a gate validating in the gates' worker,
-    when the next step does not need it (its verdict is then waited for before the first step
-    that does, or at the end)."""
-    if not isinstance(step, GateStep) or ctx.gate_worker is None or not following:
+    when the next step other than a gate does not need it (its verdict is then waited for before
+    the first step that does, or at the end). A gate followed by another gate is not deferred
+    when the step after them needs it: its suites then go to the worker before the other's."""
+    if not isinstance(step, GateStep) or ctx.gate_worker is None:
         return False
-    return step.name not in ctx.needed_by(following[0].name)
+    builds = [s for s in following if not isinstance(s, GateStep)]
+    return bool(builds) and step.name not in ctx.needed_by(builds[0].name)
 
 
 def _conclude(ctx: RunContext, name: str, finish: Finish) -> None:

@@ -18,14 +18,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import duckdb
 
-from expectations.gates import SAMPLE_LIMIT, GateResult, GateSession, GateSettings, Slice
+from expectations.gates import (
+    SAMPLE_LIMIT,
+    GateResult,
+    GateSession,
+    GateSettings,
+    PendingGate,
+    Slice,
+)
 from expectations.suites import layer_suites
 from ingest.loader import run_load
 from ingest.raw_store import RawStore
@@ -59,6 +67,7 @@ from quantwarehouse.refresh.state import (
 from quantwarehouse.warehouse import connect
 
 log = logging.getLogger("quantwarehouse.commands.daily_refresh")
+T = TypeVar("T")
 
 # A symbol no data has: a run restricted to it recomputes nothing, which tells a failure that
 # does not depend on the data (a bug, a missing relation) from one caused by some symbol's rows.
@@ -736,11 +745,29 @@ class GateStep:
 
     def start(self, ctx: RunContext) -> Callable[[], StepReport]:
         """Read the frames and submit the suites; the function returned waits for the verdicts
-        (with the gates' worker, the run may go on meanwhile) and makes the report."""
+        and makes the report. With the gates' worker the run may go on meanwhile, reading the
+        frames included (in a thread: about a second for the bar families or the EMAs on bench,
+        mostly in DuckDB, which lets go of the interpreter)."""
         started = time.perf_counter()
         if not _changed_anything(ctx.reports.get(self.after)):
             skipped = StepReport(self.name, SKIPPED, reason=f"'{self.after}' changed nothing")
             return lambda: skipped
+        slices = [(layer, s) for layer in self.layers for s in self._slices(ctx, layer)]
+        for layer, slice_ in slices:
+            log.info("  gate %s on %s", layer, slice_.describe())
+        submit = _in_background if ctx.gate_worker is not None else _at_once
+        submitted = submit(lambda: self._submit(ctx, slices))
+
+        def finish() -> StepReport:
+            pending = submitted()
+            results = [gate.result() for gate in pending]
+            # Until the last verdict came, not until asked for: the run may have gone on.
+            ready = max((gate.ready_at for gate in pending), default=started)
+            return self._report(ctx, results, ready - started)
+
+        return finish
+
+    def _submit(self, ctx: RunContext, slices: list[tuple[str, Slice]]) -> list[PendingGate]:
         gates = ctx.options.config.gates
         settings = GateSettings(
             max_days_behind=gates.max_days_behind,
@@ -748,21 +775,13 @@ class GateStep:
             sample_rows=SAMPLE_LIMIT,
         )
         session = self._session(ctx)
-        pending = []
         with ctx.reader() as con:
-            for layer in self.layers:
-                for slice_ in self._slices(ctx, layer):
-                    log.info("  gate %s on %s", layer, slice_.describe())
-                    pending.append(session.start(con, layer, slice=slice_, settings=settings))
+            pending = [
+                session.start(con, layer, slice=slice_, settings=settings)
+                for layer, slice_ in slices
+            ]
         session.build_docs()  # once for the step's layers, rendered after their validations
-
-        def finish() -> StepReport:
-            results = [gate.result() for gate in pending]
-            # Until the last verdict came, not until asked for: the run may have gone on.
-            ready = max((gate.ready_at for gate in pending), default=started)
-            return self._report(ctx, results, ready - started)
-
-        return finish
+        return pending
 
     def _report(self, ctx: RunContext, results: list[GateResult], seconds: float) -> StepReport:
         """The step's report from its gates' results."""
@@ -846,3 +865,17 @@ class PublishStep:
             lines=[line],
             outputs={"path": str(published.path), "rows": published.rows},
         )
+
+
+def _in_background(work: Callable[[], T]) -> Callable[[], T]:
+    """Start `work` in a thread; the function returned waits for its result (or its error)."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-frames")
+    future = executor.submit(work)
+    executor.shutdown(wait=False)
+    return future.result
+
+
+def _at_once(work: Callable[[], T]) -> Callable[[], T]:
+    """Do `work` now; the function returned gives its result."""
+    result = work()
+    return lambda: result
