@@ -755,8 +755,9 @@ class GateStep:
         slices = [(layer, s) for layer in self.layers for s in self._slices(ctx, layer)]
         for layer, slice_ in slices:
             log.info("  gate %s on %s", layer, slice_.describe())
+        session = self._session(ctx)  # here: gates in the background share it
         submit = _in_background if ctx.gate_worker is not None else _at_once
-        submitted = submit(lambda: self._submit(ctx, slices))
+        submitted = submit(lambda: self._submit(ctx, session, slices))
 
         def finish() -> StepReport:
             pending = submitted()
@@ -767,14 +768,16 @@ class GateStep:
 
         return finish
 
-    def _submit(self, ctx: RunContext, slices: list[tuple[str, Slice]]) -> list[PendingGate]:
+    @staticmethod
+    def _submit(
+        ctx: RunContext, session: GateSession, slices: list[tuple[str, Slice]]
+    ) -> list[PendingGate]:
         gates = ctx.options.config.gates
         settings = GateSettings(
             max_days_behind=gates.max_days_behind,
             chunk_rows=gates.chunk_rows,
             sample_rows=SAMPLE_LIMIT,
         )
-        session = self._session(ctx)
         with ctx.reader() as con:
             pending = [
                 session.start(con, layer, slice=slice_, settings=settings)
